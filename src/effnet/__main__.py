@@ -1,0 +1,7 @@
+"""``python -m effnet`` runs the CLI."""
+
+import sys
+
+from effnet.cli import main
+
+sys.exit(main())
