@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from effnet.catalog import MODELS, get_entry, get_spec, list_models
+from effnet.cli_models import add_commands
+from effnet.cli_train import add_commands as add_train_commands
 from effnet.errors import EffnetError
 from effnet.macs import estimate_cost
 from effnet.paper import PAPER_TABLE2
@@ -202,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true")
     _add_coeffs(f)
     f.set_defaults(func=cmd_fit)
+    add_train_commands(sub)
+    add_commands(sub)  # eval, predict, cam, convert (effnet.cli_models)
     return p
 
 

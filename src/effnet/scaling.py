@@ -217,3 +217,26 @@ def min_phi(spec: NetworkSpec, coeffs: Coefficients = PAPER_COEFFICIENTS) -> flo
     while round_resolution(spec.resolution, coeffs.gamma**phi) < spec.total_stride:
         phi += 1e-3
     return phi
+
+
+def limit_stride(spec: NetworkSpec, total_stride: int) -> NetworkSpec:
+    """Adapt a spec to small inputs (28–32 px) by removing stride-2 steps, stem first, then the
+    earliest stages, until the network's total stride is at most ``total_stride``.
+
+    ImageNet nets reduce by 32, which leaves a 1×1 map from a 32 px image; CIFAR-style adaptations
+    keep the late, wide stages at 4×4 instead. The stage table is otherwise unchanged.
+    """
+    if total_stride < 1 or total_stride & (total_stride - 1):
+        raise SpecError(f"total_stride={total_stride} must be a power of two >= 1, e.g. 8")
+    stem, stages = spec.stem, list(spec.stages)
+    current = spec.total_stride
+    if current > total_stride and stem.stride == 2:
+        stem, current = dataclasses.replace(stem, stride=1), current // 2
+    if current > total_stride and stem.pool:
+        stem, current = dataclasses.replace(stem, pool=False), current // 2
+    for i, s in enumerate(stages):
+        if current <= total_stride:
+            break
+        if s.stride == 2:
+            stages[i], current = dataclasses.replace(s, stride=1), current // 2
+    return dataclasses.replace(spec, stem=stem, stages=tuple(stages))

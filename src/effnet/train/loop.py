@@ -1,0 +1,336 @@
+"""``train(cfg, out)``: the paper's recipe on one process or many (torchrun), resumable.
+
+Files in ``out`` (only rank 0 writes): ``config.json``; ``state.pt`` (full resume state: weights,
+optimizer, EMA, RNG, epoch and step; written atomically every epoch and every
+``checkpoint_every`` steps, read back with ``weights_only=True``); ``last.safetensors`` and
+``best.safetensors`` (effnet checkpoints, evaluated weights = EMA when on); ``metrics.csv``;
+``confusion.png``. A directory that already holds a run is never overwritten without ``resume``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from effnet.catalog import MODELS, get_spec
+from effnet.checkpoint import load_model, save_checkpoint
+from effnet.data import SMALL_IMAGE_CROP_SCALE, ClassMap, Preprocessing, build_transform, get_dataset
+from effnet.errors import EffnetError
+from effnet.model import ConvNet
+from effnet.scaling import limit_stride
+from effnet.train.config import TrainConfig
+from effnet.train.data import EpochSampler, SeededTransformDataset
+from effnet.train.dist import DistInfo, average_buffers, barrier, init_distributed
+from effnet.train.ema import ModelEma
+from effnet.train.metrics import EvalMetrics, evaluate, plot_confusion
+from effnet.train.optim import Schedule, build_optimizer, set_lr
+
+STATE = "state.pt"
+SMALL_SETS = ("fashion-mnist", "mnist", "digits")
+
+
+@dataclass
+class Run:
+    """Everything a training run holds between steps."""
+
+    cfg: TrainConfig
+    model: ConvNet
+    ddp: nn.Module
+    ema: ModelEma | None
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    sampler: EpochSampler
+    train_set: SeededTransformDataset
+    val_loader: DataLoader
+    classes: list[str]
+    preprocessing: Preprocessing
+    info: DistInfo
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0
+    best_top1: float = -1.0
+    history: list[dict[str, float]] | None = None
+    loss_sum: float = 0.0  # of the current epoch, so a resumed epoch reports the same mean loss
+    loss_count: int = 0
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> ConvNet:
+    """The (scaled, stride-adapted) network of ``cfg``, optionally from pretrained/initial weights."""
+    spec = get_spec(cfg.model, phi=cfg.phi)
+    if cfg.total_stride:
+        spec = limit_stride(spec, cfg.total_stride)
+    if cfg.resolution:
+        spec = spec.replace(resolution=cfg.resolution)
+    if cfg.bn_momentum is not None:
+        spec = spec.replace(bn_momentum=cfg.bn_momentum)
+    if cfg.init_checkpoint:  # the checkpoint's own architecture, rebuilt from its embedded spec
+        model = load_model(cfg.init_checkpoint)
+    elif cfg.pretrained:
+        from effnet.registry import create_model
+
+        model = create_model(cfg.model, pretrained=True)  # type: ignore[assignment]
+    else:
+        model = ConvNet(spec, num_classes=num_classes, dropout=cfg.dropout, drop_path_rate=cfg.drop_path_rate)
+    if model.num_classes != num_classes:
+        model.reset_classifier(num_classes)  # a new head for the new task
+    _freeze(model, cfg.freeze_stages)
+    return model
+
+
+def _freeze(model: ConvNet, k: int) -> None:
+    """Freeze the stem and stages 1..k (weights and BN statistics) for fine-tuning."""
+    if k <= 0:
+        return
+    if k > len(model.stages):
+        raise EffnetError(f"freeze_stages={k} but {model.spec.name} has {len(model.stages)} stages")
+    for module in [model.stem, *list(model.stages)[:k]]:
+        for p in module.parameters():
+            p.requires_grad_(False)
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+                m.momentum = 0.0  # running statistics stay fixed even when .train() is called
+
+
+def _preprocessing(cfg: TrainConfig, model: ConvNet) -> Preprocessing:
+    crop = 1.0 if cfg.data in SMALL_SETS else MODELS.get(cfg.model, MODELS["efficientnet_b0"]).crop_pct
+    return Preprocessing(resolution=cfg.resolution or model.spec.resolution, crop_pct=crop)
+
+
+def _datasets(cfg: TrainConfig) -> tuple[Any, Any, list[str]]:
+    cmap = None
+    if cfg.class_map:
+        cmap = ClassMap.imagenet() if cfg.class_map == "imagenet" else ClassMap.from_file(cfg.class_map)
+    train = get_dataset(cfg.data, "train", root=cfg.data_dir, class_map=cmap, seed=cfg.seed)
+    val = get_dataset(cfg.data, "test" if cfg.data in SMALL_SETS else "val", root=cfg.data_dir, class_map=cmap,
+                      seed=cfg.seed)
+    return train, val, list(train.classes)  # type: ignore[attr-defined]
+
+
+def _loader_kwargs(cfg: TrainConfig, epoch: int = 0) -> dict[str, Any]:
+    # An own generator: a DataLoader otherwise draws its worker seed from the global RNG, so a
+    # resumed epoch (one more loader) would shift the dropout/drop-path random stream.
+    return {"num_workers": cfg.workers, "persistent_workers": False,
+            "generator": torch.Generator().manual_seed(cfg.seed * 31 + epoch),
+            "multiprocessing_context": "fork" if cfg.workers and os.name == "posix" else None}
+
+
+def setup(cfg: TrainConfig, info: DistInfo) -> Run:
+    torch.manual_seed(cfg.seed)
+    train_base, val_base, classes = _datasets(cfg)
+    model = build_model(cfg, len(classes))
+    pre = _preprocessing(cfg, model)
+    augment = None if cfg.augment == "none" else cfg.augment
+    crop_min = cfg.crop_scale_min if cfg.crop_scale_min is not None else (
+        SMALL_IMAGE_CROP_SCALE[0] if cfg.data in SMALL_SETS else 0.08)
+    hflip = cfg.hflip if cfg.hflip is not None else cfg.data not in ("mnist", "digits")
+    train_tf = build_transform(pre, train=True, augment=augment, randaugment_n=cfg.randaugment_n,  # type: ignore[arg-type]
+                               randaugment_m=cfg.randaugment_m, crop_scale=(crop_min, 1.0), hflip=hflip)
+    indices = None
+    if cfg.train_subset:
+        g = torch.Generator().manual_seed(cfg.seed)
+        indices = torch.randperm(len(train_base), generator=g)[: cfg.train_subset].tolist()
+    train_set = SeededTransformDataset(train_base, train_tf, cfg.seed, indices)
+    if len(train_set) < cfg.batch_size * info.world:
+        raise EffnetError(f"{len(train_set)} training images are fewer than one global batch "
+                          f"({cfg.batch_size} x {info.world}); lower batch_size")
+    sampler = EpochSampler(len(train_set), cfg.batch_size, seed=cfg.seed, rank=info.rank, world=info.world)
+    val_base.transform = build_transform(pre, train=False)
+    val_loader = DataLoader(val_base, batch_size=max(cfg.batch_size, 64), shuffle=False, **_loader_kwargs(cfg))
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    ddp: nn.Module = model
+    if info.enabled:
+        if cfg.sync_bn:
+            raise EffnetError("sync_bn needs GPUs (NCCL); on CPU each rank keeps its BN and buffers are averaged")
+        ddp = nn.parallel.DistributedDataParallel(model)
+    lrs = {"classifier": 1.0, "": cfg.body_lr_mult} if cfg.body_lr_mult != 1.0 else None
+    optimizer = build_optimizer(model, cfg.optimizer, cfg.base_lr(info.world), weight_decay=cfg.weight_decay,
+                                momentum=cfg.momentum, param_lrs=lrs)
+    schedule = Schedule(cfg.base_lr(info.world), sampler.batches_per_epoch, cfg.epochs, cfg.warmup_epochs,
+                        cfg.schedule, cfg.decay_epochs, cfg.decay_rate)
+    ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    return Run(cfg, model, ddp, ema, optimizer, schedule, sampler, train_set, val_loader, classes, pre, info,
+               history=[])
+
+
+def _state(run: Run) -> dict[str, Any]:
+    return {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "ema": run.ema.state_dict() if run.ema else None, "rng": torch.get_rng_state(),
+            "epoch": run.epoch, "step": run.step, "batch_in_epoch": run.batch_in_epoch,
+            "loss_sum": run.loss_sum, "loss_count": run.loss_count,
+            "best_top1": run.best_top1, "history": run.history, "config": run.cfg.to_dict()}
+
+
+def save_state(run: Run, out: Path) -> None:
+    """Atomic: a temp file in ``out`` then ``os.replace``; a kill never leaves a torn state."""
+    if not run.info.main:
+        return
+    buf = io.BytesIO()
+    torch.save(_state(run), buf)
+    tmp = out / f".{STATE}.tmp"
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, out / STATE)
+
+
+def load_state(run: Run, out: Path) -> None:
+    path = out / STATE
+    if not path.is_file():
+        raise EffnetError(f"--resume: no {STATE} in {str(out)!r}; start a new run there without --resume")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file: say which, never unpickle more
+        raise EffnetError(f"--resume: {path} cannot be read ({type(e).__name__}); it is damaged") from None
+    if state["config"]["model"] != run.cfg.model or state["config"].get("phi") != run.cfg.phi:
+        raise EffnetError(f"--resume: {path} is a run of {state['config']['model']} phi={state['config'].get('phi')}"
+                          f", not {run.cfg.model} phi={run.cfg.phi}")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.ema is not None and state["ema"] is not None:
+        run.ema.load_state_dict(state["ema"])
+    torch.set_rng_state(state["rng"])
+    run.epoch, run.step, run.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
+    run.best_top1, run.history = state["best_top1"], state["history"]
+    run.loss_sum, run.loss_count = state["loss_sum"], state["loss_count"]
+
+
+def _loss(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.cfg.amp)
+    with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+        logits = run.ddp(x)
+    return F.cross_entropy(logits.float(), y, label_smoothing=run.cfg.label_smoothing)
+
+
+def train_epoch(run: Run, out: Path, bar: Any) -> float:
+    """One epoch from ``run.batch_in_epoch``; returns the mean training loss of the steps run."""
+    run.train_set.epoch = run.epoch
+    run.sampler.set_epoch(run.epoch, run.batch_in_epoch)
+    loader = DataLoader(run.train_set, batch_sampler=run.sampler, **_loader_kwargs(run.cfg, run.epoch))
+    run.ddp.train()
+    for x, y in loader:
+        if run.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        set_lr(run.optimizer, run.schedule(run.step))
+        loss = _loss(run, x, y)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        if run.ema is not None:
+            run.ema.update(run.model)
+        run.step, run.batch_in_epoch = run.step + 1, run.batch_in_epoch + 1
+        run.loss_sum, run.loss_count = run.loss_sum + loss.item(), run.loss_count + 1
+        if bar is not None:
+            bar.update(1)
+            lr = run.optimizer.param_groups[0]["lr"]
+            bar.set_postfix(loss=f"{run.loss_sum / run.loss_count:.3f}", lr=f"{lr:.2e}")
+        if run.cfg.checkpoint_every and run.step % run.cfg.checkpoint_every == 0:
+            save_state(run, out)
+    return run.loss_sum / max(run.loss_count, 1)
+
+
+def _write_metrics(run: Run, out: Path) -> None:
+    rows = run.history or []
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    tmp = out / ".metrics.csv.tmp"
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, out / "metrics.csv")
+
+
+def end_epoch(run: Run, out: Path, train_loss: float, seconds: float) -> EvalMetrics | None:
+    average_buffers(run.model, run.info)
+    metrics = None
+    if run.info.main:
+        evaluated = run.ema.module if run.ema is not None else run.model
+        metrics = evaluate(evaluated, run.val_loader, len(run.classes), channels_last=run.cfg.channels_last)
+        row = {"epoch": run.epoch + 1, "step": run.step, "lr": run.optimizer.param_groups[0]["lr"],
+               "train_loss": round(train_loss, 5), "val_loss": round(metrics.loss, 5),
+               "top1": round(metrics.top1, 3), "top5": round(metrics.top5, 3), "seconds": round(seconds, 1)}
+        run.history = [*(run.history or []), row]
+        _write_metrics(run, out)
+        meta = {"config": run.cfg.to_dict(), "metrics": metrics.summary(), "classes": run.classes,
+                "epoch": run.epoch + 1}
+        save_checkpoint(out / "last.safetensors", evaluated, preprocessing=run.preprocessing, metadata=meta,
+                        overwrite=True)  # type: ignore[arg-type]
+        if metrics.top1 > run.best_top1:
+            run.best_top1 = metrics.top1
+            save_checkpoint(out / "best.safetensors", evaluated, preprocessing=run.preprocessing, metadata=meta,
+                            overwrite=True)  # type: ignore[arg-type]
+        plot_confusion(metrics, run.classes, out / "confusion.png")
+    run.epoch, run.batch_in_epoch, run.loss_sum, run.loss_count = run.epoch + 1, 0, 0.0, 0
+    save_state(run, out)
+    barrier(run.info)
+    return metrics
+
+
+def prepare_out(out: Path, cfg: TrainConfig, resume: bool, info: DistInfo) -> None:
+    if info.main:
+        if not resume and (out / STATE).exists():
+            raise EffnetError(f"{str(out)!r} already holds a run; pass --resume to continue it or choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    barrier(info)
+
+
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """Train (or resume) a run into ``out``; returns the final metrics and timing."""
+    info = init_distributed()
+    out = Path(out)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+    prepare_out(out, cfg, resume, info)
+    run = setup(cfg, info)
+    if resume:
+        load_state(run, out)
+    epochs = math.ceil(cfg.epochs)
+    total = epochs * run.sampler.batches_per_epoch
+    bar = _progress(cfg, info, total, run.step)
+    start, metrics = time.time(), None
+    try:
+        while run.epoch < epochs:
+            t = time.time()
+            loss = train_epoch(run, out, bar)
+            metrics = end_epoch(run, out, loss, time.time() - t)
+            if metrics is not None:
+                _say(bar, f"epoch {run.epoch}/{epochs}: train loss {loss:.4f}, val loss {metrics.loss:.4f}, "
+                          f"top-1 {metrics.top1:.2f}, top-5 {metrics.top5:.2f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    last = (run.history or [{}])[-1]
+    return {"top1": last.get("top1"), "top5": last.get("top5"), "best_top1": run.best_top1,
+            "epochs": run.epoch, "steps": run.step, "seconds": time.time() - start, "history": run.history,
+            "metrics": metrics}
+
+
+def _progress(cfg: TrainConfig, info: DistInfo, total: int, done: int) -> Any:
+    """A bar with ETA on a terminal; in logs (CI, nohup) one line per epoch instead of bar spam."""
+    if not info.main:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, unit="step", dynamic_ncols=True,
+                disable=not (cfg.progress and sys.stderr.isatty()))
+
+
+def _say(bar: Any, text: str) -> None:
+    if bar is not None and not bar.disable:
+        bar.write(text)
+    else:
+        print(text, file=sys.stderr, flush=True)
