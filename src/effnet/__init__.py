@@ -24,12 +24,19 @@ from effnet.scaling import (
 from effnet.spec import HeadSpec, NetworkSpec, StageSpec, StemSpec
 
 if TYPE_CHECKING:
+    from effnet.checkpoint import load_model, save_checkpoint
     from effnet.model import ConvNet, FeatureExtractor
     from effnet.registry import create_model
 
 __version__ = "0.1.0"
 
-_LAZY = {"create_model": "effnet.registry", "ConvNet": "effnet.model", "FeatureExtractor": "effnet.model"}
+_LAZY = {
+    "create_model": "effnet.registry",
+    "ConvNet": "effnet.model",
+    "FeatureExtractor": "effnet.model",
+    "load_model": "effnet.checkpoint",
+    "save_checkpoint": "effnet.checkpoint",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -45,5 +52,5 @@ __all__ = [
     "PAPER_COEFFICIENTS", "Coefficients", "ConvNet", "DataError", "EffnetError", "FeatureExtractor",
     "HeadSpec", "Multipliers", "NetworkSpec", "SpecError", "StageSpec", "StemSpec", "compound_multipliers",
     "create_model", "estimate_cost", "estimate_macs", "estimate_params", "get_spec", "implied_phi",
-    "list_models", "round_channels", "round_repeats", "scale_spec",
+    "list_models", "load_model", "round_channels", "round_repeats", "save_checkpoint", "scale_spec",
 ]
