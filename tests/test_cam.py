@@ -17,20 +17,12 @@ from effnet.cli import main
 from effnet.errors import EffnetError
 from effnet.model import ConvNet
 from effnet.spec import NetworkSpec
+from helpers import randomize_bn
 
 # Hand-marked on the 224x224 center crop Lite0 sees of skimage.data.coffee() (resize 400x600 -> 256x384,
 # crop at x 80..304, y 16..240): the white-rimmed cup with the espresso spans x 30..183, y 0..118.
 CUP_BOX = (25, 0, 190, 125)  # x0, y0, x1, y1 (inclusive)
 
-
-def _random_bn(model: nn.Module) -> nn.Module:
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
 
 
 def _identity_holds(model: ConvNet, size: int) -> None:
@@ -47,11 +39,11 @@ def _identity_holds(model: ConvNet, size: int) -> None:
 
 
 def test_cam_identity_every_class(tiny_spec: NetworkSpec) -> None:
-    _identity_holds(_random_bn(ConvNet(tiny_spec, num_classes=7)), 32)
+    _identity_holds(randomize_bn(ConvNet(tiny_spec, num_classes=7)), 32)
 
 
 def test_cam_identity_without_head_conv() -> None:
-    _identity_holds(_random_bn(create_model("resnet18", num_classes=5)), 64)  # classifier reads the last stage
+    _identity_holds(randomize_bn(create_model("resnet18", num_classes=5)), 64)  # classifier reads the last stage
 
 
 def test_cam_per_sample_classes_and_unbatched(tiny_spec: NetworkSpec) -> None:
@@ -64,7 +56,7 @@ def test_cam_per_sample_classes_and_unbatched(tiny_spec: NetworkSpec) -> None:
 
 
 def test_gradcam_at_the_last_map_is_relu_cam_over_area(tiny_spec: NetworkSpec) -> None:
-    model = _random_bn(ConvNet(tiny_spec, num_classes=7))
+    model = randomize_bn(ConvNet(tiny_spec, num_classes=7))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         features = model.forward_features(x)

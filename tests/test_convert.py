@@ -26,17 +26,7 @@ from effnet.data import INCEPTION_PREPROCESSING
 from effnet.errors import CheckpointError, EffnetError
 from effnet.model import ConvNet
 from effnet.spec import NetworkSpec
-
-
-def _randomize_bn(model: nn.Module) -> nn.Module:
-    """Random init leaves BN at mean 0 / var 1, which would hide an eps or key mix-up."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
+from helpers import randomize_bn
 
 
 def _max_diff(a: nn.Module, b: nn.Module, size: int = 64) -> float:
@@ -50,7 +40,7 @@ def _max_diff(a: nn.Module, b: nn.Module, size: int = 64) -> float:
 # --- the checkpoint format -------------------------------------------------------------------------
 
 def test_round_trip_rebuilds_from_the_embedded_spec(tiny_spec: NetworkSpec, tmp_path: Path) -> None:
-    model = _randomize_bn(ConvNet(tiny_spec, num_classes=7))
+    model = randomize_bn(ConvNet(tiny_spec, num_classes=7))
     path = save_checkpoint(tmp_path / "tiny.safetensors", model, preprocessing=INCEPTION_PREPROCESSING,
                            metadata={"metrics": {"top1": 12.5}, "classes": list("abcdefg")})
     loaded = load_model(path).eval()
@@ -128,7 +118,7 @@ TIMM_CASES = ["efficientnet_b0", "tf_efficientnet_b0", "efficientnet_lite0", "tf
 @pytest.mark.parametrize("name", TIMM_CASES)
 def test_timm_parity(name: str) -> None:
     timm = pytest.importorskip("timm")
-    src = _randomize_bn(timm.create_model(name, pretrained=False))
+    src = randomize_bn(timm.create_model(name, pretrained=False))
     target, overrides = timm_target(name)
     ours = create_model(target, **overrides).eval()
     ours.load_state_dict(from_timm(name, src.state_dict()), strict=True)
@@ -142,7 +132,7 @@ def test_timm_and_torchvision_through_effnet_convert_files(tmp_path: Path, capsy
     sources = [("timm", "tf_efficientnet_b0", timm.create_model("tf_efficientnet_b0", num_classes=10)),
                ("torchvision", "efficientnet_b0", torchvision.models.efficientnet_b0())]
     for library, name, src in sources:
-        _randomize_bn(src)
+        randomize_bn(src)
         torch.save(src.state_dict(), tmp_path / f"{name}.pth")
         out = tmp_path / f"{library}.safetensors"
         assert main(["convert", "--from", library, "--model", name, str(tmp_path / f"{name}.pth"), str(out)]) == 0
@@ -181,7 +171,7 @@ def _timm_to_lukemelas(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def test_lukemelas_b0_with_se_matches_timm() -> None:
     timm = pytest.importorskip("timm")
-    src = _randomize_bn(timm.create_model("tf_efficientnet_b0"))
+    src = randomize_bn(timm.create_model("tf_efficientnet_b0"))
     luke = _timm_to_lukemelas(src.state_dict())
     assert "_blocks.1._se_reduce.weight" in luke and "_blocks.15._project_conv.weight" in luke
     ours = create_model("efficientnet_b0", **lukemelas_overrides("efficientnet-b0")).eval()

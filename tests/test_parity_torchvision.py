@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from effnet import EffnetError, create_model
 from effnet.convert import from_torchvision, torchvision_overrides
+from helpers import randomize_bn
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -16,20 +16,11 @@ CASES = [(f"efficientnet_b{i}", f"efficientnet_b{i}") for i in range(8)] + [
     ("mobilenet_v2", "mobilenetv2"), ("resnet18", "resnet18"), ("resnet50", "resnet50")]
 
 
-def _randomize_bn(model: nn.Module) -> None:
-    """Random init leaves BN at mean 0 / var 1, which would hide an eps or key mix-up."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-
 
 @pytest.mark.parametrize(("tv_name", "name"), CASES)
 def test_same_logits_as_torchvision(tv_name: str, name: str) -> None:
     tv = getattr(torchvision.models, tv_name)().eval()
-    _randomize_bn(tv)
+    randomize_bn(tv)
     ours = create_model(name, **torchvision_overrides(name)).eval()
     ours.load_state_dict(from_torchvision(tv_name, tv.state_dict()), strict=True)
     size = 64 if name.startswith("efficientnet_b") and int(name[-1]) >= 5 else 96
@@ -44,7 +35,7 @@ def test_eps_matters_for_b0() -> None:
     """With effnet's TF default eps (1e-3) instead of torchvision's 1e-5 the logits differ: the
     override is needed, and the test above would catch a wrong table."""
     tv = torchvision.models.efficientnet_b0().eval()
-    _randomize_bn(tv)
+    randomize_bn(tv)
     ours = create_model("efficientnet_b0").eval()
     ours.load_state_dict(from_torchvision("efficientnet_b0", tv.state_dict()))
     x = torch.randn(1, 3, 64, 64)
