@@ -116,21 +116,29 @@ def _efficientnet(sd: Mapping[str, Any]) -> dict[str, Any]:
     return {_apply(TV_EFFICIENTNET, k, resolve): v for k, v in sd.items()}
 
 
-def _mobilenetv2(sd: Mapping[str, Any], repeats: tuple[int, ...] = (1, 2, 3, 4, 3, 3, 1)) -> dict[str, Any]:
+def _block_positions(name: str) -> dict[int, str]:
+    """Global block index (a flat block list, as torchvision's MobileNetV2 and lukemelas number them)
+    → ``stages.s.j``, counted from the registered spec's repeats."""
+    from effnet.catalog import get_spec  # level 0, no torch
+
+    where: dict[int, str] = {}
+    for s, stage in enumerate(get_spec(name).stages):
+        for j in range(stage.repeats):
+            where[len(where)] = f"stages.{s}.{j}"
+    return where
+
+
+def _mobilenetv2(sd: Mapping[str, Any]) -> dict[str, Any]:
     keys = list(sd)
     children = _count_children(keys, r"features\.(\d+)\.conv\.(\d+)\.")
-    # global block index (features.1..17) → stages.s.j, from MobileNetV2's repeats per stage
-    where = {}
-    for s, n in enumerate(repeats):
-        for j in range(n):
-            where[len(where) + 1] = f"stages.{s}.{j}"
+    where = _block_positions("mobilenetv2")  # features.1..17 are blocks 0..16
 
     def resolve(m: re.Match[str], out: str) -> str:
         if "{" not in out:
             return out
         index, sub, n = int(m.group(1)), int(m.group(2)), children[(m.group(1),)]
         roles = ("expand", "depthwise") if n == 4 else ("depthwise",)
-        return out.format(block=where[index], role=roles[min(sub, len(roles) - 1)],
+        return out.format(block=where[index - 1], role=roles[min(sub, len(roles) - 1)],
                           project="project.conv" if sub == n - 2 else "project.bn")
 
     return {_apply(TV_MOBILENETV2, k, resolve): v for k, v in sd.items()}
@@ -219,16 +227,6 @@ def lukemelas_overrides(name: str) -> dict[str, Any]:
     and BN eps 1e-3, both as in the TF checkpoints the weights were converted from."""
     _lukemelas_name(name)
     return {"padding": "same", "bn_eps": 1e-3}
-
-
-def _block_positions(name: str) -> dict[int, str]:
-    from effnet.catalog import get_spec  # level 0, no torch
-
-    where: dict[int, str] = {}
-    for s, stage in enumerate(get_spec(name).stages):
-        for j in range(stage.repeats):
-            where[len(where)] = f"stages.{s}.{j}"
-    return where
 
 
 def from_lukemelas(name: str, state_dict: Mapping[str, Any]) -> dict[str, Any]:
