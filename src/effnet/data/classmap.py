@@ -86,6 +86,11 @@ class ClassMap:
         # The packaged copy is a Traversable, read through importlib.resources so it works from a wheel.
         return cls.from_file(find_imagenet_synsets() if path is None else path)
 
+    @classmethod
+    def from_arg(cls, value: str) -> ClassMap:
+        """A CLI/config value: ``"imagenet"`` for the ImageNet map, else a synsets file path."""
+        return cls.imagenet() if value == "imagenet" else cls.from_file(value)
+
     def index(self, class_id: str) -> int:
         """Index of ``class_id``; DataError naming the id and the map when absent."""
         try:

@@ -10,6 +10,7 @@ optimizer, EMA, RNG, epoch and step; written atomically every epoch and every
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from effnet.catalog import MODELS, get_spec
+from effnet.catalog import get_spec
 from effnet.checkpoint import load_model, save_checkpoint
 from effnet.data import SMALL_IMAGE_CROP_SCALE, ClassMap, Preprocessing, build_transform, get_dataset
 from effnet.errors import EffnetError
@@ -37,6 +38,7 @@ from effnet.train.dist import DistInfo, average_buffers, barrier, init_distribut
 from effnet.train.ema import ModelEma
 from effnet.train.metrics import EvalMetrics, evaluate, plot_confusion
 from effnet.train.optim import Schedule, build_optimizer, set_lr
+from effnet.weights import default_preprocessing
 
 STATE = "state.pt"
 SMALL_SETS = ("fashion-mnist", "mnist", "digits")
@@ -106,14 +108,15 @@ def _freeze(model: ConvNet, k: int) -> None:
 
 
 def _preprocessing(cfg: TrainConfig, model: ConvNet) -> Preprocessing:
-    crop = 1.0 if cfg.data in SMALL_SETS else MODELS.get(cfg.model, MODELS["efficientnet_b0"]).crop_pct
-    return Preprocessing(resolution=cfg.resolution or model.spec.resolution, crop_pct=crop)
+    """What the weights expect (pretrained Lite: (x − 127)/128), at the run's resolution; 28 px sets
+    are resized whole (crop 1.0) rather than center-cropped."""
+    pre = default_preprocessing(model)
+    return dataclasses.replace(pre, resolution=cfg.resolution or model.spec.resolution,
+                               crop_pct=1.0 if cfg.data in SMALL_SETS else pre.crop_pct)
 
 
 def _datasets(cfg: TrainConfig) -> tuple[Any, Any, list[str]]:
-    cmap = None
-    if cfg.class_map:
-        cmap = ClassMap.imagenet() if cfg.class_map == "imagenet" else ClassMap.from_file(cfg.class_map)
+    cmap = ClassMap.from_arg(cfg.class_map) if cfg.class_map else None
     train = get_dataset(cfg.data, "train", root=cfg.data_dir, class_map=cmap, seed=cfg.seed)
     val = get_dataset(cfg.data, "test" if cfg.data in SMALL_SETS else "val", root=cfg.data_dir, class_map=cmap,
                       seed=cfg.seed)
