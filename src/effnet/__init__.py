@@ -25,6 +25,7 @@ from effnet.spec import HeadSpec, NetworkSpec, StageSpec, StemSpec
 
 if TYPE_CHECKING:
     from effnet.checkpoint import load_model, save_checkpoint
+    from effnet.inference import optimize_for_inference
     from effnet.model import ConvNet, FeatureExtractor
     from effnet.registry import create_model
 
@@ -36,6 +37,7 @@ _LAZY = {
     "FeatureExtractor": "effnet.model",
     "load_model": "effnet.checkpoint",
     "save_checkpoint": "effnet.checkpoint",
+    "optimize_for_inference": "effnet.inference",
 }
 
 
@@ -52,5 +54,6 @@ __all__ = [
     "PAPER_COEFFICIENTS", "Coefficients", "ConvNet", "DataError", "EffnetError", "FeatureExtractor",
     "HeadSpec", "Multipliers", "NetworkSpec", "SpecError", "StageSpec", "StemSpec", "compound_multipliers",
     "create_model", "estimate_cost", "estimate_macs", "estimate_params", "get_spec", "implied_phi",
-    "list_models", "load_model", "round_channels", "round_repeats", "save_checkpoint", "scale_spec",
+    "list_models", "load_model", "optimize_for_inference", "round_channels", "round_repeats", "save_checkpoint",
+    "scale_spec",
 ]

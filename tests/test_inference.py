@@ -1,0 +1,57 @@
+"""optimize_for_inference: every path it returns matches eager fp32; bad requests fail clearly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import effnet
+from effnet.errors import EffnetError
+from effnet.model import ConvNet
+from helpers import randomize_bn
+
+
+@pytest.fixture
+def tiny(tiny_spec):
+    return randomize_bn(ConvNet(tiny_spec, num_classes=10))
+
+
+@pytest.mark.parametrize("engine", ["eager", "onnxruntime", "auto"])
+def test_fp32_paths_match_eager(tiny, engine, tmp_path):
+    if engine != "eager":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+    x = torch.randn(4, 3, 32, 32)
+    fast = effnet.optimize_for_inference(tiny, example=x, engine=engine, workdir=tmp_path)
+    assert fast.dtype == "fp32" and fast.max_error <= 1e-4
+    y = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(y), tiny(y), rtol=0, atol=1e-4)
+
+
+def test_bf16_path_is_checked_and_close(tiny):
+    x = torch.randn(2, 3, 32, 32)
+    fast = effnet.optimize_for_inference(tiny, example=x, dtype="bf16")
+    assert fast.dtype == "bf16" and fast(x).dtype == torch.float32
+    with torch.no_grad():
+        ref = tiny(x)
+    assert float((fast(x) - ref).abs().max()) <= 0.1 * max(1.0, float(ref.abs().max()))
+
+
+def test_int8_needs_calibration_and_runs(tiny, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    with pytest.raises(EffnetError, match="calibration"):
+        effnet.optimize_for_inference(tiny, dtype="int8", engine="onnxruntime")
+    calib = torch.randn(8, 3, 32, 32)
+    q = effnet.optimize_for_inference(tiny, example=calib[:2], dtype="int8", calibration=calib, workdir=tmp_path)
+    assert q.engine == "onnxruntime" and q(calib).shape == (8, 10)
+    assert (tmp_path / "model.int8.onnx").is_file()
+
+
+@pytest.mark.parametrize("kwargs,match", [({"engine": "tensorrt"}, "unknown engine"),
+                                         ({"dtype": "fp8"}, "unknown dtype"),
+                                         ({"engine": "onnxruntime", "dtype": "bf16"}, "bf16")])
+def test_bad_requests_fail_clearly(tiny, kwargs, match):
+    with pytest.raises(EffnetError, match=match):
+        effnet.optimize_for_inference(tiny, **kwargs)
