@@ -14,7 +14,10 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from effnet.catalog import MODELS, get_entry, get_spec, list_models
+from effnet.cli_bench import add_commands as add_bench_commands
 from effnet.cli_models import add_commands
+from effnet.cli_search import add_commands as add_search_commands
+from effnet.cli_search import add_scale_options, cmd_scale_train
 from effnet.cli_train import add_commands as add_train_commands
 from effnet.errors import EffnetError
 from effnet.macs import estimate_cost
@@ -117,6 +120,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
+    if args.coefficients:  # STEP 2 with a search's coefficients (effnet.cli_search)
+        return cmd_scale_train(args)
     if args.table3:
         return _print_table3(args.json)
     coeffs = _coeffs(args)
@@ -195,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--plot", metavar="FILE.png", help="write MACs and params against phi as a PNG")
     _add_coeffs(s)
+    add_scale_options(s)
     s.set_defaults(func=cmd_scale)
 
     f = sub.add_parser("fit", help="largest phi whose model fits a MACs and/or params budget")
@@ -206,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fit)
     add_train_commands(sub)
     add_commands(sub)  # eval, predict, cam, convert (effnet.cli_models)
+    add_search_commands(sub)  # search, compare, demo (effnet.cli_search)
+    add_bench_commands(sub)  # bench, export (effnet.cli_bench)
     return p
 
 

@@ -1,0 +1,176 @@
+"""CLI commands for speed and deployment: ``bench`` and ``export``.
+
+Wired into :mod:`effnet.cli` by :func:`add_commands`; torch, ONNX and the peers are imported inside
+the commands so ``effnet models`` stays fast. Timings are medians of interleaved rounds in one
+process (see :mod:`effnet.bench`); they never gate anything, ratios are the output to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from effnet.errors import EffnetError
+from effnet.textfmt import human, parse_phi_range, table
+
+__all__ = ["add_commands"]
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        raise EffnetError(f"--batch {text!r}: give comma-separated positive integers, e.g. 1,16") from None
+    if not out or min(out) < 1:
+        raise EffnetError(f"--batch {text!r}: batch sizes must be >= 1")
+    return out
+
+
+def _engines(text: str) -> tuple[str, ...]:
+    from effnet.inference import ENGINES
+
+    out = tuple(e.strip() for e in text.split(",") if e.strip())
+    bad = [e for e in out if e not in ENGINES[1:]]
+    if bad or not out:
+        raise EffnetError(f"--engine {text!r}: use a comma list of {', '.join(ENGINES[1:])}")
+    return out
+
+
+def _threads(n: int | None) -> None:
+    import torch
+
+    if n is not None:
+        if n < 1:
+            raise EffnetError(f"--threads {n}: must be >= 1")
+        torch.set_num_threads(n)
+
+
+def _model(args: argparse.Namespace) -> Any:
+    from effnet.registry import create_model
+
+    if args.checkpoint:
+        from effnet.checkpoint import load_model
+
+        return load_model(args.checkpoint)
+    return create_model(args.model, phi=args.phi, pretrained=args.pretrained)
+
+
+def _print_rows(rows: list[Any], baseline: str) -> None:
+    print(table(["path", "batch", "ms/batch", "img/s", "GFLOP/s", "% matmul peak", f"x {baseline}", "max |Δ|"],
+                [[r.label, r.batch, f"{r.ms_per_batch:.1f}", f"{r.images_per_s:.1f}", f"{r.gflops:.0f}",
+                  f"{100 * r.peak_fraction:.0f}%", f"{r.ratio:.2f}",
+                  "-" if r.max_error is None else f"{r.max_error:.1e}"] for r in rows]))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from effnet.bench import bench_family, bench_model, peak_rss_mb, plot_family
+
+    _threads(args.threads)
+    if args.train:
+        from effnet.trainbench import run_train_bench
+
+        return run_train_bench(args)
+    model = _model(args)
+    calibration = None
+    if args.dtype == "int8":
+        if not args.calibration:
+            raise EffnetError("--dtype int8 needs --calibration FOLDER of real images (ImageNet-style folders)")
+        from effnet.quantize import folder_images
+
+        calibration = folder_images(args.calibration, model)[0]
+    engines = _engines(args.engine)
+    if args.dtype == "int8":
+        engines = ("onnxruntime",)
+    rows = bench_model(model, args.model, batches=_batches(args.batch), dtype=args.dtype, engines=engines,
+                       peers=args.peers, rounds=args.rounds, calibration=calibration)
+    family = None
+    if args.plot:
+        phis = parse_phi_range(args.family)
+        family = bench_family(args.model, phis, engine=engines[-1], rounds=args.rounds)
+        plot_family(family, args.plot, title=f"{args.model}: latency vs MACs ({engines[-1]}, batch 1, "
+                                             f"{torch.get_num_threads()} threads)")
+    if args.json:
+        print(json.dumps({"rows": [r.to_dict() for r in rows], "family": family,
+                          "threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb()}, indent=2))
+    else:
+        print(f"{args.model}{'' if args.phi is None else f' phi={args.phi:g}'}: {torch.get_num_threads()} threads, "
+              f"fp32 matmul peak {rows[0].extra['matmul_peak_gflops']:.0f} GFLOP/s, medians of {args.rounds} "
+              "interleaved rounds")
+        _print_rows(rows, rows[0].label)
+        print(f"peak RSS {peak_rss_mb():.0f} MB; max |Δ|: against effnet eager fp32 on the check input")
+        if family:
+            print(table(["phi", "res", "MACs", "ms (b1)", "GFLOP/s"],
+                        [[f"{p['phi']:g}", p["resolution"], human(p["macs"]), f"{p['ms']:.1f}",
+                          f"{p['gflops']:.0f}"] for p in family]))
+    if args.plot:
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from effnet.export import export_onnx, export_pt2
+
+    model = _model(args).eval()
+    spec = model.spec
+    x = torch.randn(2, model.stem.conv.in_channels, spec.resolution, spec.resolution)
+    out = Path(args.out)
+    written = []
+    for fmt in args.format.split(","):
+        if fmt == "onnx":
+            written.append(export_onnx(model, out.with_suffix(".onnx"), example=x))
+        elif fmt == "pt2":
+            written.append(export_pt2(model, out.with_suffix(".pt2"), example=x))
+        elif fmt == "int8":
+            if not args.calibration:
+                raise EffnetError("--format int8 needs --calibration FOLDER of real images")
+            from effnet.quantize import folder_images, quantize_model
+
+            images = folder_images(args.calibration, model)[0]
+            quantize_model(model, out.with_suffix(".int8.onnx"), images)
+            written.append(out.with_suffix(".int8.onnx"))
+        else:
+            raise EffnetError(f"--format {fmt!r}: use a comma list of onnx, pt2, int8")
+    for p in written:
+        print(f"wrote {p} (dynamic batch; parity with eager fp32 checked)" if not str(p).endswith(".int8.onnx")
+              else f"wrote {p} (int8 QDQ, calibrated on {args.calibration})")
+    return 0
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model name, e.g. efficientnet_b0")
+    p.add_argument("--phi", type=float, help="compound coefficient on top of the preset")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--pretrained", action="store_true", help="offline ImageNet weights (efficientnet_lite0/1/2)")
+    w.add_argument("--checkpoint", metavar="FILE", help="an effnet .safetensors checkpoint")
+    p.add_argument("--calibration", metavar="FOLDER", help="real images (ImageNet-style folders) for int8")
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``bench`` and ``export`` on the main parser's subcommands."""
+    b = sub.add_parser("bench", help="latency/throughput of effnet's inference paths (and the peers), side by side")
+    _add_model(b)
+    b.add_argument("--batch", default="1,16", help="comma list of batch sizes (1,16)")
+    b.add_argument("--threads", type=int, help="torch/ORT intra-op threads (default: torch's)")
+    b.add_argument("--engine", default="eager,onnxruntime", help="comma list: eager, compile, onnxruntime")
+    b.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "int8"])
+    b.add_argument("--peers", action="store_true", help="timm, torchvision and ORT on timm's export, same run")
+    b.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
+    b.add_argument("--plot", metavar="FILE.png", help="latency vs MACs across the family (--family)")
+    b.add_argument("--family", default="0:3", help="phi range for --plot (0:3)")
+    b.add_argument("--train", action="store_true", help="training step time and memory instead (see --help)")
+    b.add_argument("--grad-checkpointing", action="store_true", help="with --train: also checkpoint stages")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    e = sub.add_parser("export", help="write ONNX / .pt2 / int8 ONNX files, parity-checked against eager")
+    _add_model(e)
+    e.add_argument("--out", required=True, help="output path without suffix, e.g. runs/b0")
+    e.add_argument("--format", default="onnx,pt2", help="comma list: onnx, pt2, int8 (onnx,pt2)")
+    e.set_defaults(func=cmd_export)
