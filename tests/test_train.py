@@ -3,6 +3,7 @@ SIGKILL, DDP over gloo, fine-tuning, and bad input that never loses a run."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import signal
@@ -107,6 +108,22 @@ def test_real_run_writes_everything_and_learns(tmp_path: Path, capsys: pytest.Ca
     model = load_model(run / "last.safetensors").eval()  # rebuilds from the embedded spec, no registry
     assert model.spec.stem.stride == 1 and model.num_classes == 10
     assert read_checkpoint(run / "last.safetensors")[1]["metrics"]["top1"] == pytest.approx(top1, abs=0.01)
+    # TensorBoard gets the same per-epoch scalars as metrics.csv when the package is installed.
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    # effnet eval on the built-in set: the same test split (seed from the checkpoint), preprocessing and
+    # metrics as the run's own validation of these weights.
+    png = tmp_path / "cm.png"
+    ckpt = str(run / "last.safetensors")
+    assert main(["eval", "--checkpoint", ckpt, "--data", "digits", "--confusion", str(png)]) == 0
+    text = capsys.readouterr().out
+    last = (run / "metrics.csv").read_text().strip().splitlines()[-1].split(",")
+    got = {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.split()[:1] in
+           (["loss"], ["top-1"], ["top-5"])}
+    assert got["top-1"] == pytest.approx(top1, abs=0.3) and got["loss"] == pytest.approx(float(last[4]), abs=1e-3)
+    assert "split seed 0): 359 images, 10 classes" in text and png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["eval", "--checkpoint", str(run / "last.safetensors"), "--data", "fashion-mnist",
+                 "--class-map", "imagenet"]) == 2
 
 
 def _train_cmd(out: Path, *extra: str, **changes: Any) -> list[str]:
@@ -260,6 +277,37 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (run / "state.pt").write_bytes(data)
     assert main(["train", "--out", str(run), "--resume", *_flags(TINY | {"model": "resnet18"})]) == 2
     assert "is a run of efficientnet_b0" in capsys.readouterr().err
+
+
+def test_corrupt_image_is_skipped_and_named_or_fatal_with_strict_data(tmp_path: Path) -> None:
+    from PIL import Image
+
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        for k, cls in enumerate(("a", "b")):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (20, 20), (200 * k, 40 * i, 90)).save(root / split / cls / f"{i}.png")
+    bad = root / "train" / "a" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # a truncated PNG
+    cfg = tiny_cfg(data=str(root), batch_size=4, epochs=1.0, ema_decay=0.0)
+    with pytest.warns(UserWarning, match="skipped 1 of 9 files.*broken.png"):
+        result = __import__("effnet.train.loop", fromlist=["train"]).train(cfg, tmp_path / "run")
+    assert result["epochs"] == 1
+    with pytest.raises(EffnetError, match=r"broken\.png"):
+        __import__("effnet.train.loop", fromlist=["train"]).train(cfg.replace(strict_data=True), tmp_path / "strict")
+    assert not (tmp_path / "strict" / "state.pt").exists()
+
+
+def test_weights_override_architecture_settings_with_a_warning(tmp_path: Path) -> None:
+    from effnet.train.loop import build_model
+
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), *_flags(TINY | {"epochs": 1.0})]) == 0
+    with pytest.warns(UserWarning, match=r"phi=-4.0, total_stride=4 ignored: the network comes from .*last"):
+        model = build_model(tiny_cfg(phi=-4.0, total_stride=4, bn_momentum=None,
+                                     init_checkpoint=str(run / "last.safetensors")), 10)
+    assert model.spec.stem.stride == 1  # the checkpoint's stride-8 network, not a stride-4 one
 
 
 def test_committed_configs_load() -> None:

@@ -81,26 +81,79 @@ def _report_conversion(report: Any) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from effnet.data import ClassMap
-    from effnet.evaluate import evaluate_folder
+    from effnet.data import BUILTIN_DATASETS
 
     if (args.batch_size is not None and args.batch_size < 1) or args.workers < 0:
         raise EffnetError(f"--batch-size {args.batch_size} must be >= 1 and --workers {args.workers} >= 0")
     model = _load_model(args)
+    if args.data.strip().lower() in BUILTIN_DATASETS:
+        return _eval_builtin(args, model)
+    from effnet.data import ClassMap
+    from effnet.evaluate import evaluate_folder
+
     class_map = ClassMap.from_arg(args.class_map) if args.class_map else None
     with _notes():
         r = evaluate_folder(model, args.data, class_map=class_map, batch_size=args.batch_size, workers=args.workers)
+    if args.confusion and r.metrics is not None:
+        _plot_folder_confusion(r, args.confusion)
     if args.json:
         print(json.dumps({"model": model.spec.name, "data": args.data, **r.to_dict()}, indent=2))
         return 0
     print(f"{model.spec.name} on {args.data}: {r.num_images} images, {len(r.per_class)} classes"
           + (f", {len(r.skipped)} files skipped" if r.skipped else ""))
+    print(f"loss {r.loss:.4f}")
     print(f"top-1 {r.top1:.2f}")
     print(f"top-5 {r.top5:.2f}")
     if args.errors:
         for m in r.misclassified:
             print(f"{m.path}: true {m.true_name} ({m.true_index}) -> predicted {m.predicted_name} "
                   f"({m.predicted_index}) p={m.confidence:.3f}")
+    if args.confusion:
+        print(f"wrote {args.confusion}")
+    return 0
+
+
+def _plot_folder_confusion(r: Any, path: str) -> None:
+    """The confusion matrix restricted to the folder's classes (a 1000-class model on 100 folders)."""
+    from dataclasses import replace
+
+    from effnet.train.metrics import plot_confusion
+
+    idx = [c.index for c in r.per_class]
+    full = r.metrics.confusion
+    sub = replace(r.metrics, confusion=[[full[i][j] for j in idx] for i in idx])
+    plot_confusion(sub, [c.name for c in r.per_class], path)
+
+
+def _eval_builtin(args: argparse.Namespace, model: ConvNet) -> int:
+    """``effnet eval --data fashion-mnist|mnist|digits``: loss, top-k, per-class table, confusion PNG."""
+    from effnet.evaluate import evaluate_dataset
+    from effnet.textfmt import table
+    from effnet.train.metrics import plot_confusion
+
+    if args.class_map:
+        raise EffnetError(f"--class-map applies to image folders, not the built-in data set {args.data!r}")
+    stored = (getattr(model, "checkpoint_metadata", None) or {}).get("config") or {}
+    seed = args.seed if args.seed is not None else int(stored.get("seed", 0))  # the split the run trained on
+    with _notes():
+        m, classes = evaluate_dataset(model, args.data, split=args.split, seed=seed, batch_size=args.batch_size,
+                                      workers=args.workers)
+    if args.confusion:
+        plot_confusion(m, classes, args.confusion, title=f"{model.spec.name} on {args.data} {args.split}: "
+                                                          f"top-1 {m.top1:.2f} %")
+    if args.json:
+        print(json.dumps({"model": model.spec.name, "data": args.data, "split": args.split, "seed": seed,
+                          "classes": classes, **vars(m)}, indent=2))
+        return 0
+    print(f"{model.spec.name} on {args.data} {args.split} (split seed {seed}): {m.count} images, "
+          f"{len(classes)} classes")
+    print(table(["class", "images", "top-1"], [[c, sum(row), f"{a:.2f}"] for c, row, a in
+                                               zip(classes, m.confusion, m.per_class, strict=True)]))
+    print(f"loss {m.loss:.4f}")
+    print(f"top-1 {m.top1:.2f}")
+    print(f"top-5 {m.top5:.2f}")
+    if args.confusion:
+        print(f"wrote {args.confusion}")
     return 0
 
 
@@ -167,9 +220,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     """Add ``eval``, ``predict``, ``cam`` and ``convert`` to the ``effnet`` subparsers."""
-    e = sub.add_parser("eval", help="top-1/top-5 accuracy on a folder of class folders")
+    e = sub.add_parser("eval", help="loss, top-1/top-5, per-class accuracy on a data set or a folder")
     _add_model_args(e)
-    e.add_argument("--data", required=True, metavar="DIR", help="folder of class folders (ImageFolder layout)")
+    e.add_argument("--data", required=True, metavar="NAME|DIR",
+                   help="fashion-mnist, mnist, digits, or a folder of class folders (ImageFolder layout)")
+    e.add_argument("--split", default="test", choices=("test", "train"), help="built-in data sets: which split")
+    e.add_argument("--seed", type=int, help="split seed of mnist/digits (default: the checkpoint's training seed)")
+    e.add_argument("--confusion", metavar="PNG", help="write the confusion matrix as a PNG")
     e.add_argument("--class-map", metavar="imagenet|FILE",
                    help="'imagenet' (folders are wnids) or an 'id name' file; default: folders in sorted order")
     e.add_argument("--errors", action="store_true", help="list each misclassified file")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,11 @@ from effnet.data import (
 )
 from effnet.errors import DataError
 from effnet.model import ConvNet
+from effnet.train.metrics import EvalMetrics, MetricAccumulator
 from effnet.weights import default_preprocessing
 
 __all__ = ["ClassAccuracy", "EvalResult", "Misclassified", "Prediction", "class_names", "default_batch_size",
-           "evaluate_folder", "predict"]
+           "evaluate_dataset", "evaluate_folder", "predict"]
 
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 
@@ -72,10 +73,12 @@ class EvalResult:
 
     Attributes:
         top1, top5: accuracy in percent (top-5 is top-k with k = min(5, classes)).
+        loss: mean cross-entropy of the logits (no label smoothing).
         num_images: images evaluated (unreadable files are in ``skipped`` and not counted).
         per_class: accuracy per class folder, in folder order.
         misclassified: every top-1 error, in file order.
         skipped: (path, reason) for files left out.
+        metrics: the same figures with the confusion matrix over the model's classes.
     """
 
     top1: float
@@ -84,9 +87,12 @@ class EvalResult:
     per_class: tuple[ClassAccuracy, ...]
     misclassified: tuple[Misclassified, ...]
     skipped: tuple[tuple[str, str], ...] = ()
+    loss: float = float("nan")
+    metrics: EvalMetrics | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("metrics")
         d["per_class"] = [{**asdict(c), "accuracy": c.accuracy} for c in self.per_class]
         return d
 
@@ -171,18 +177,16 @@ def evaluate_folder(model: ConvNet, root: str | os.PathLike[str], *, class_map: 
     pred_names = names + class_names(model)[len(names):]
     device = next(model.parameters()).device
     model.eval()
-    k = min(5, model.num_classes)
-    preds, top_hits, confidences, targets = [], [], [], []
+    acc = MetricAccumulator(model.num_classes)
+    preds, confidences = [], []
     loader = DataLoader(dataset, batch_size=batch_size or default_batch_size(device), num_workers=workers,
                         shuffle=False)
     for x, y in loader:
-        probs = model(_to_input(x, device)).softmax(-1).cpu()
-        conf, top = probs.topk(k, dim=-1)
-        preds.append(top[:, 0])
-        confidences.append(conf[:, 0])
-        top_hits.append((top == y[:, None]).any(-1))
-        targets.append(y)
-    pred, target = torch.cat(preds), torch.cat(targets)
+        logits = model(_to_input(x, device))
+        preds.append(acc.update(logits, y)[:, 0])
+        confidences.append(logits.float().softmax(-1).amax(-1).cpu())
+    metrics = acc.result()
+    pred, target = torch.cat(preds), torch.as_tensor(dataset.targets)
     correct = pred == target
     wrong = [Misclassified(path, int(t), names[t], int(p), pred_names[p], float(c))
              for (path, t), p, c, ok in zip(dataset.samples, pred.tolist(), torch.cat(confidences).tolist(),
@@ -193,10 +197,45 @@ def evaluate_folder(model: ConvNet, root: str | os.PathLike[str], *, class_map: 
         mask = target == index
         if mask.any():
             per_class.append(ClassAccuracy(folder, index, names[index], int(correct[mask].sum()), int(mask.sum())))
-    n = len(target)
-    return EvalResult(top1=100.0 * correct.sum().item() / n, top5=100.0 * torch.cat(top_hits).sum().item() / n,
-                      num_images=n, per_class=tuple(per_class), misclassified=tuple(wrong),
-                      skipped=tuple(dataset.skipped))
+    return EvalResult(top1=metrics.top1, top5=metrics.top5, num_images=metrics.count, per_class=tuple(per_class),
+                      misclassified=tuple(wrong), skipped=tuple(dataset.skipped), loss=metrics.loss, metrics=metrics)
+
+
+@torch.inference_mode()
+def evaluate_dataset(model: ConvNet, name: str, *, split: str = "test", root: str | os.PathLike[str] | None = None,
+                     seed: int = 0, preprocessing: Preprocessing | None = None, batch_size: int | None = None,
+                     workers: int = 0) -> tuple[EvalMetrics, list[str]]:
+    """Loss, top-1/top-5, per-class accuracy and confusion matrix on a built-in data set.
+
+    Args:
+        model: a classifier with as many classes as the data set.
+        name: "fashion-mnist", "mnist" (10k) or "digits" (:func:`effnet.data.get_dataset`).
+        split: "test" (default) or "train".
+        root: the data set's directory, if not the default.
+        seed: split seed of "mnist" and "digits". It must be the training run's seed, or test images
+            of this split were training images there; ``effnet eval`` reads it from the checkpoint.
+        preprocessing: default :func:`effnet.weights.default_preprocessing` (a checkpoint's own record).
+        batch_size, workers: as in :func:`evaluate_folder`.
+
+    Returns:
+        The metrics and the data set's class names.
+    """
+    from effnet.data import get_dataset
+
+    _check_classes(model, None)
+    pre = preprocessing or default_preprocessing(model)
+    dataset = get_dataset(name, split, root=root, seed=seed, transform=build_transform(pre, train=False))
+    classes = list(dataset.classes)  # type: ignore[attr-defined]
+    if len(classes) != model.num_classes:
+        raise DataError(f"{name} has {len(classes)} classes but {model.spec.name} predicts {model.num_classes}; "
+                        f"evaluate a checkpoint trained on {name} (effnet train --data {name})")
+    device = next(model.parameters()).device
+    model.eval()
+    acc = MetricAccumulator(model.num_classes)
+    loader = DataLoader(dataset, batch_size=batch_size or 256, num_workers=workers, shuffle=False)
+    for x, y in loader:
+        acc.update(model(_to_input(x, device)), y)
+    return acc.result(), classes
 
 
 def _as_image(item: ImageInput) -> tuple[Image.Image, str, ImageReport | None]:

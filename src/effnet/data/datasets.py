@@ -301,7 +301,7 @@ BUILTIN_DATASETS = ("fashion-mnist", "mnist", "digits")
 
 def get_dataset(name: str, split: str | None, *, root: str | os.PathLike[str] | None = None,
                 transform: Transform | None = None, class_map: ClassMap | None = None,
-                seed: int = 0) -> Dataset[tuple[Any, int]]:
+                seed: int = 0, strict: bool = False) -> Dataset[tuple[Any, int]]:
     """Build a data set by name: "fashion-mnist", "mnist" (10k), "digits", or an image folder path.
 
     A built-in name wins over a folder of the same name (write ``./mnist`` for the folder). For a
@@ -317,6 +317,7 @@ def get_dataset(name: str, split: str | None, *, root: str | os.PathLike[str] | 
         transform: applied to each RGB PIL image.
         class_map: folders only; see :class:`ImageFolderDataset`.
         seed: split seed of "mnist" and "digits".
+        strict: folders only: a file that is no readable image is an error instead of a skip with a warning.
     """
     key = name.strip().lower()
     if key in BUILTIN_DATASETS:
@@ -339,4 +340,4 @@ def get_dataset(name: str, split: str | None, *, root: str | os.PathLike[str] | 
             raise DataError(f"{folder} has no {split!r} sub-folder (found {found}); pass split=None to use "
                             f"{folder} itself as the data set")
         folder = folder / split
-    return ImageFolderDataset(folder, class_map, transform=transform)
+    return ImageFolderDataset(folder, class_map, transform=transform, strict=strict)

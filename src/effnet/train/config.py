@@ -34,6 +34,7 @@ class TrainConfig:
     data_dir: str | None = None
     class_map: str | None = None  # "imagenet" or a synsets file
     train_subset: int | None = None  # first N of a seeded permutation of the training set
+    strict_data: bool = False  # an unreadable image in a folder is an error (default: skipped, named in a warning)
     augment: str = "randaugment"  # randaugment | autoaugment | none
     randaugment_n: int = 2
     randaugment_m: int = 9
@@ -66,6 +67,7 @@ class TrainConfig:
     deterministic: bool = False
     checkpoint_every: int = 0  # also write resume state every N steps (0: only at epoch ends)
     progress: bool = True
+    tensorboard: bool = True  # also log to OUT/tensorboard when the tensorboard package is installed
 
     def __post_init__(self) -> None:
         choices = {"augment": ("randaugment", "autoaugment", "none"), "optimizer": ("rmsproptf", "sgd", "adamw"),

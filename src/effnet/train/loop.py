@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class Run:
     history: list[dict[str, float]] | None = None
     loss_sum: float = 0.0  # of the current epoch, so a resumed epoch reports the same mean loss
     loss_count: int = 0
+    tb: Any = None  # a TensorBoard SummaryWriter on rank 0 when the package is installed
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> ConvNet:
@@ -78,6 +80,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> ConvNet:
         spec = spec.replace(resolution=cfg.resolution)
     if cfg.bn_momentum is not None:
         spec = spec.replace(bn_momentum=cfg.bn_momentum)
+    if cfg.init_checkpoint or cfg.pretrained:
+        _warn_ignored(cfg)
     if cfg.init_checkpoint:  # the checkpoint's own architecture, rebuilt from its embedded spec
         model = load_model(cfg.init_checkpoint)
     elif cfg.pretrained:
@@ -90,6 +94,17 @@ def build_model(cfg: TrainConfig, num_classes: int) -> ConvNet:
         model.reset_classifier(num_classes)  # a new head for the new task
     _freeze(model, cfg.freeze_stages)
     return model
+
+
+def _warn_ignored(cfg: TrainConfig) -> None:
+    """Weights fix the architecture: say which architecture settings of ``cfg`` they override."""
+    given = {name: getattr(cfg, name) for name in ("phi", "total_stride", "bn_momentum")
+             if getattr(cfg, name) is not None}
+    if given:
+        source = cfg.init_checkpoint or f"{cfg.model}'s pretrained weights"
+        settings = ", ".join(f"{k}={v}" for k, v in given.items())
+        warnings.warn(f"{settings} ignored: the network comes from {source} as it was trained "
+                      "(resolution still sets the input size)", stacklevel=3)
 
 
 def _freeze(model: ConvNet, k: int) -> None:
@@ -117,9 +132,9 @@ def _preprocessing(cfg: TrainConfig, model: ConvNet) -> Preprocessing:
 
 def _datasets(cfg: TrainConfig) -> tuple[Any, Any, list[str]]:
     cmap = ClassMap.from_arg(cfg.class_map) if cfg.class_map else None
-    train = get_dataset(cfg.data, "train", root=cfg.data_dir, class_map=cmap, seed=cfg.seed)
+    train = get_dataset(cfg.data, "train", root=cfg.data_dir, class_map=cmap, seed=cfg.seed, strict=cfg.strict_data)
     val = get_dataset(cfg.data, "test" if cfg.data in SMALL_SETS else "val", root=cfg.data_dir, class_map=cmap,
-                      seed=cfg.seed)
+                      seed=cfg.seed, strict=cfg.strict_data)
     return train, val, list(train.classes)  # type: ignore[attr-defined]
 
 
@@ -266,6 +281,10 @@ def end_epoch(run: Run, out: Path, train_loss: float, seconds: float) -> EvalMet
                "top1": round(metrics.top1, 3), "top5": round(metrics.top5, 3), "seconds": round(seconds, 1)}
         run.history = [*(run.history or []), row]
         _write_metrics(run, out)
+        if run.tb is not None:
+            for key in ("lr", "train_loss", "val_loss", "top1", "top5"):
+                run.tb.add_scalar(key, row[key], run.epoch + 1)
+            run.tb.flush()
         meta = {"config": run.cfg.to_dict(), "metrics": metrics.summary(), "classes": run.classes,
                 "epoch": run.epoch + 1}
         save_checkpoint(out / "last.safetensors", evaluated, preprocessing=run.preprocessing, metadata=meta,
@@ -301,6 +320,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False) -> dict[st
     run = setup(cfg, info)
     if resume:
         load_state(run, out)
+    run.tb = _tensorboard(cfg, info, out)
     epochs = math.ceil(cfg.epochs)
     total = epochs * run.sampler.batches_per_epoch
     bar = _progress(cfg, info, total, run.step)
@@ -316,10 +336,24 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False) -> dict[st
     finally:
         if bar is not None:
             bar.close()
+        if run.tb is not None:
+            run.tb.close()
     last = (run.history or [{}])[-1]
     return {"top1": last.get("top1"), "top5": last.get("top5"), "best_top1": run.best_top1,
             "epochs": run.epoch, "steps": run.step, "seconds": time.time() - start, "history": run.history,
             "metrics": metrics}
+
+
+def _tensorboard(cfg: TrainConfig, info: DistInfo, out: Path) -> Any:
+    """A SummaryWriter into ``out/tensorboard`` (``tensorboard --logdir OUT``), or None when the
+    tensorboard package is not installed: it is optional, and metrics.csv holds the same numbers."""
+    if not (cfg.tensorboard and info.main):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _progress(cfg: TrainConfig, info: DistInfo, total: int, done: int) -> Any:

@@ -26,33 +26,61 @@ class EvalMetrics:
         return {"loss": self.loss, "top1": self.top1, "top5": self.top5, "count": self.count}
 
 
+class MetricAccumulator:
+    """Running loss, top-1/top-5 hits and confusion counts over batches of logits.
+
+    One place for the arithmetic that training's validation, ``effnet eval`` on built-in sets and
+    :func:`effnet.evaluate.evaluate_folder` all report, so their numbers cannot drift apart.
+    Top-5 is top-k with k = min(5, classes).
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        self.totals = torch.zeros(num_classes, dtype=torch.long)  # images per true class
+        self.loss_sum, self.top5_hits, self.count = 0.0, 0, 0
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Add a batch; returns the top-k class indices (best first) for callers that list errors."""
+        logits, y = logits.float().cpu(), y.cpu()
+        k = self.num_classes
+        self.loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        self.top5_hits += (top == y[:, None]).any(1).sum().item()
+        pred = top[:, 0]
+        inside = pred < k  # a 1000-class model on 10 classes: a prediction outside them is wrong, not in the matrix
+        self.confusion += torch.bincount(y[inside] * k + pred[inside], minlength=k * k).view(k, k)
+        self.totals += torch.bincount(y, minlength=k)
+        self.count += len(y)
+        return top
+
+    def result(self) -> EvalMetrics:
+        n = max(self.count, 1)
+        correct = self.confusion.diag()
+        totals = self.totals
+        return EvalMetrics(loss=self.loss_sum / n, top1=100.0 * correct.sum().item() / n,
+                           top5=100.0 * self.top5_hits / n, count=self.count,
+                           per_class=(100.0 * correct / totals.clamp(min=1)).tolist(),
+                           confusion=self.confusion.tolist())
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int, *,
              channels_last: bool = False, amp_dtype: torch.dtype | None = None) -> EvalMetrics:
     """Run ``model`` in eval mode over ``batches``; returns the metrics (the model's mode is restored)."""
     was_training = model.training
     model.eval()
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    loss_sum, top5_hits, n = 0.0, 0, 0
+    acc = MetricAccumulator(num_classes)
+    device = next(model.parameters()).device
     try:
         for x, y in batches:
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            k = min(5, num_classes)
-            top5_hits += (logits.topk(k, dim=1).indices == y[:, None]).any(1).sum().item()
-            confusion += torch.bincount(y * num_classes + logits.argmax(1),
-                                        minlength=num_classes * num_classes).view(num_classes, num_classes)
-            n += len(y)
+            x = x.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(x)
+            acc.update(logits, y)
     finally:
         model.train(was_training)
-    correct = confusion.diag()
-    totals = confusion.sum(1).clamp(min=1)
-    return EvalMetrics(loss=loss_sum / max(n, 1), top1=100.0 * correct.sum().item() / max(n, 1),
-                       top5=100.0 * top5_hits / max(n, 1), count=n,
-                       per_class=(100.0 * correct / totals).tolist(), confusion=confusion.tolist())
+    return acc.result()
 
 
 def plot_confusion(metrics: EvalMetrics, classes: Sequence[str], path: str | Path, *, title: str = "") -> Path:
