@@ -1,0 +1,225 @@
+"""``effnet search`` (STEP 1), ``effnet scale ... --coefficients R --train`` (STEP 2), ``effnet compare``
+(Table 3 / Fig. 8 in miniature) and ``effnet demo`` (all three on Fashion-MNIST)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from effnet.errors import EffnetError
+
+__all__ = ["add_commands", "add_scale_options", "cmd_scale_train"]
+
+
+def _bar(total: int, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="run", dynamic_ncols=True)
+
+
+def _add_baseline(p: argparse.ArgumentParser, *, optional: bool) -> None:
+    p.add_argument("baseline", nargs="?" if optional else None, default=None,
+                   help="registered model or spec JSON file (`effnet describe --json`)")
+    g = p.add_argument_group("baseline and training budget (defaults: the demo's CPU-sized baseline)")
+    g.add_argument("--base-depth", type=float, default=0.5, help="depth multiplier that defines the baseline (0.5)")
+    g.add_argument("--base-width", type=float, default=0.5, help="width multiplier that defines the baseline (0.5)")
+    g.add_argument("--total-stride", type=int, default=16, help="cap the baseline's total stride (16; 0 = keep)")
+    g.add_argument("--image-size", type=int, default=20, help="baseline input size in px (20; 0 = the model's)")
+    g.add_argument("--data", default="fashion-mnist", help="fashion-mnist | mnist | digits")
+    g.add_argument("--epochs", type=float, default=2.0)
+    g.add_argument("--train-images", type=int, default=4000)
+    g.add_argument("--eval-images", type=int, default=2000)
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate, cosine decay (0.01)")
+    g.add_argument("--workers", type=int, default=1, help="training processes, one torch thread each (1)")
+
+
+def _baseline_and_budget(args: argparse.Namespace) -> tuple[Any, Any]:
+    from effnet.train.budget import Budget
+    from effnet.trials import resolve_baseline
+
+    base = resolve_baseline(args.baseline, depth=args.base_depth, width=args.base_width,
+                            total_stride=args.total_stride or None, resolution=args.image_size or None)
+    budget = Budget(epochs=args.epochs, train_images=args.train_images, eval_images=args.eval_images,
+                    batch_size=args.batch_size, lr=args.lr)
+    return base, budget
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from effnet.experiments import prepare_search, write_search
+    from effnet.search import GridSettings
+    from effnet.search_report import search_table
+    from effnet.search_study import collect, open_storage, open_study
+    from effnet.trials import run_search_workers
+
+    out = Path(args.out or f"runs/search-{args.study}")
+    out.mkdir(parents=True, exist_ok=True)
+    url = args.storage or str(out / "search.log")
+    store = open_storage(url)
+    if args.baseline is None:  # join: the study defines grid, baseline, data and budget
+        doc = open_study(store, args.study)
+    else:
+        base, budget = _baseline_and_budget(args)
+        grid = GridSettings(step=args.step, target=args.target, tol=args.tol, on=args.on)
+        candidates, context = prepare_search(base, args.data, budget, grid)
+        doc = open_study(store, args.study, grid, candidates, context)
+    print(f"study {args.study!r}: {len(doc['candidates'])} candidates on {url}", file=sys.stderr)
+    if not args.report_only:
+        run_search_workers(url, args.study, workers=args.workers, heartbeat=args.heartbeat,
+                           stale_after=args.stale_after, on_progress=_progress_printer(len(doc["candidates"])))
+    result = collect(store, args.study)
+    write_search(result, out)
+    if args.json:
+        import json
+
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(search_table(result))
+        print(f"\nwrote {out}/results.json, search.md, search.png", file=sys.stderr)
+    return 0
+
+
+def _progress_printer(total: int) -> Any:
+    bar = _bar(total, "search")
+
+    def update(result: Any) -> None:
+        bar.n = sum(r.state in ("COMPLETE", "FAIL") for r in result.records)
+        bar.refresh()
+        if bar.n >= total:
+            bar.close()
+
+    return update
+
+
+def add_scale_options(p: argparse.ArgumentParser) -> None:
+    """STEP 2 flags on ``effnet scale``: train the family with a search's coefficients."""
+    g = p.add_argument_group("STEP 2: train the scaled family (paper §3.3)")
+    g.add_argument("--coefficients", metavar="RESULTS.json", help="alpha, beta, gamma from `effnet search` (best)")
+    g.add_argument("--train", action="store_true", help="train each phi with the search's data and budget")
+    g.add_argument("--seeds", type=int, default=1, help="training seeds per phi (1)")
+    g.add_argument("--out", help="folder for family.json/family.md (default runs/scale-<time>)")
+    g.add_argument("--workers", type=int, default=1, help="training processes (1)")
+
+
+def cmd_scale_train(args: argparse.Namespace) -> int:
+    """``effnet scale BASELINE --coefficients R --phi 1:N [--train]``: the scaled family of BASELINE
+    (a registered model or the search's ``baseline.json``) with the search's best (α, β, γ)."""
+    from dataclasses import replace
+
+    from effnet.experiments import family_table, run_family
+    from effnet.search import load_result
+    from effnet.spec import NetworkSpec
+    from effnet.textfmt import parse_phi_range
+    from effnet.train.budget import Budget
+    from effnet.trials import resolve_baseline
+
+    result = load_result(args.coefficients)
+    best = result.best.candidate
+    base = NetworkSpec.from_dict(result.context["baseline"]) if args.name == "-" else resolve_baseline(args.name)
+    print(f"{base.name}: alpha={best.alpha:g} beta={best.beta:g} gamma={best.gamma:g} from {args.coefficients} "
+          f"(rank 1 of {len(result.completed)} completed)", file=sys.stderr)
+    if not args.train:
+        raise EffnetError("--coefficients without --train only reads the coefficients; add --train to train the "
+                          "family, or pass --alpha/--beta/--gamma for the report")
+    budget = replace(Budget(**result.context["budget"]), eval_split="test")
+    out = Path(args.out or time.strftime("runs/scale-%Y%m%d-%H%M%S"))
+    rows = run_family(base, best.coefficients, parse_phi_range(args.phi), result.context["data"], budget, out,
+                      seeds=args.seeds, workers=args.workers, cache=out / "models", bar=_bar)
+    print(family_table(rows))
+    print(f"\nwrote {out}/family.json, family.md", file=sys.stderr)
+    return 0
+
+
+def _coefficients(args: argparse.Namespace) -> Any:
+    from effnet.scaling import PAPER_COEFFICIENTS, Coefficients
+    from effnet.search import load_result
+
+    if args.coefficients:
+        return load_result(args.coefficients).best.candidate.coefficients
+    if args.alpha is None:
+        return PAPER_COEFFICIENTS
+    return Coefficients(args.alpha, args.beta, args.gamma)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from effnet.compare import summary_table
+    from effnet.experiments import run_compare
+
+    if args.baseline is None:
+        args.baseline = "efficientnet_b0"
+    base, budget = _baseline_and_budget(args)
+    if args.seeds < 2:
+        raise EffnetError(f"--seeds {args.seeds}: mean ± std needs at least 2 seeds (3 recommended)")
+    out = Path(args.out or time.strftime("runs/compare-%Y%m%d-%H%M%S"))
+    report = run_compare(base, _coefficients(args), args.phi, args.data, replace(budget, eval_split="test"), out,
+                         seeds=args.seeds, workers=args.workers, cam_images=args.cam_images, bar=_bar,
+                         adjust_phi=not args.exact_phi)
+    print(summary_table(report["rows"]))
+    w = report["winner"]
+    print(f"\nbest: {w['method']} (+{w['lead']:.2f} over {w['runner_up']}"
+          f"{'' if w['separated'] else ', within one std'}); wrote {out}/compare.md, compare.png, cams.png")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from effnet.demo import demo_plan, run_demo
+
+    out = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
+    t = time.time()
+    report = run_demo(out, demo_plan(quick=args.quick, workers=args.workers))
+    search, cmp = report["search"], report["compare"]
+    best = search["best"]
+    print(f"STEP 1: {search['counts']['COMPLETE']} of {len(search['records'])} candidates completed; best alpha="
+          f"{best['alpha']:g} beta={best['beta']:g} gamma={best['gamma']:g} ({best['accuracy']:.2f} %)")
+    for r in cmp["rows"]:
+        print(f"  {r['method']:<10} MACs x{r['macs_ratio']:.2f}  top-1 {r['mean']:.2f} ± {r['std']:.2f}")
+    print(f"compare winner: {cmp['winner']['method']}; {time.time() - t:.0f} s; report: {out}/report.html "
+          f"({out}/report.md)")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    s = sub.add_parser("search", help="STEP 1: grid search of alpha, beta, gamma (distributed, resumable)")
+    _add_baseline(s, optional=True)
+    g = s.add_argument_group("grid and coordination")
+    g.add_argument("--step", type=float, default=0.05, help="grid step from 1 (0.05)")
+    g.add_argument("--target", type=float, default=2.0, help="alpha*beta^2*gamma^2 target (2)")
+    g.add_argument("--tol", type=float, default=0.1, help="allowed distance from the target (0.1)")
+    g.add_argument("--on", choices=("formula", "macs"), default="formula",
+                   help="constrain alpha*beta^2*gamma^2 or the measured MACs ratio (formula)")
+    g.add_argument("--storage", help="journal file, or postgresql://user@host/db to share across machines "
+                                     "(default OUT/search.log)")
+    g.add_argument("--study", default="search", help="study name; join an existing one by naming it (search)")
+    g.add_argument("--out", help="folder for results.json, search.md, search.png (default runs/search-STUDY)")
+    g.add_argument("--heartbeat", type=float, default=10.0, help="seconds between a worker's heartbeats (10)")
+    g.add_argument("--stale-after", type=float, default=60.0,
+                   help="seconds without heartbeat before a trial is retried elsewhere (60)")
+    g.add_argument("--report-only", action="store_true", help="only collect and write the current results")
+    g.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
+    c = sub.add_parser("compare", help="depth/width/resolution-only vs compound scaling at matched MACs")
+    _add_baseline(c, optional=True)
+    c.add_argument("--coefficients", metavar="RESULTS.json", help="compound alpha, beta, gamma from a search")
+    c.add_argument("--alpha", type=float)
+    c.add_argument("--beta", type=float, default=1.0)
+    c.add_argument("--gamma", type=float, default=1.0)
+    c.add_argument("--phi", type=float, default=1.0, help="compound budget: MACs of (alpha^phi, beta^phi, gamma^phi)")
+    c.add_argument("--exact-phi", action="store_true",
+                   help="keep --phi even if a single dimension cannot match its MACs within 8%% (default: move "
+                        "phi by up to 0.5 to a budget all three can match)")
+    c.add_argument("--seeds", type=int, default=3)
+    c.add_argument("--cam-images", type=int, default=4, help="test images in the CAM figure (0: none)")
+    c.add_argument("--out", help="folder (default runs/compare-<time>)")
+    c.set_defaults(func=cmd_compare)
+
+    d = sub.add_parser("demo", help="search -> scale -> compare on Fashion-MNIST with a report (main job)")
+    d.add_argument("--quick", action="store_true", help="a smaller budget: about 3 minutes on 2 cores")
+    d.add_argument("--out", help="report folder (default runs/demo-<time>)")
+    d.add_argument("--workers", type=int, default=2, help="training processes (2)")
+    d.set_defaults(func=cmd_demo)

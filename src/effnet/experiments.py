@@ -1,0 +1,171 @@
+"""The three experiments of the paper, each writing its tables, JSON and plots into a folder:
+STEP 1 (grid search of α, β, γ), STEP 2 (the compound-scaled family) and the single-dimension vs
+compound comparison at matched MACs. The CLI (``search``, ``scale --train``, ``compare``) and
+``effnet demo`` all call these, so what the demo reports is what the commands do."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from effnet.compare import cam_grid, choose_phi, plan_arms, plot_compare, summarize, summary_table, winner
+from effnet.macs import estimate_cost
+from effnet.scaling import Coefficients, Multipliers, compound_multipliers, scale_spec
+from effnet.search import Candidate, GridSettings, SearchResult, grid_candidates
+from effnet.search_report import plot_search, search_table
+from effnet.spec import NetworkSpec
+from effnet.textfmt import table
+from effnet.trials import job_key, make_context, run_jobs
+
+__all__ = ["prepare_search", "run_compare", "run_family", "run_search_step"]
+
+Bar = Callable[[int, str], Any] | None
+
+
+def _macs_ratio(base: NetworkSpec) -> Callable[[Coefficients], float]:
+    base_macs = estimate_cost(base, num_classes=10, in_chans=1).macs
+
+    def ratio(c: Coefficients) -> float:
+        spec = scale_spec(base, Multipliers(c.alpha, c.beta, c.gamma))
+        return estimate_cost(spec, num_classes=10, in_chans=1).macs / base_macs
+
+    return ratio
+
+
+def prepare_search(base: NetworkSpec, data: str, budget: Any, grid: GridSettings, seed: int = 0,
+                   ) -> tuple[list[Candidate], dict[str, Any]]:
+    """The grid's candidates (with the measured MACs ratio of each φ = 1 network) and the context
+    every worker trains them with (evaluated on images held out from the training set)."""
+    candidates = grid_candidates(grid, macs_ratio=_macs_ratio(base))
+    return candidates, make_context(base, data, replace(budget, eval_split="val"), seed)
+
+
+def write_search(result: SearchResult, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    result.save(out / "results.json")
+    (out / "search.md").write_text(search_table(result) + "\n")
+    plot_search(result, out / "search.png")
+
+
+def run_search_step(base: NetworkSpec, data: str, budget: Any, grid: GridSettings, out: Path, *, workers: int = 1,
+                    storage: str | None = None, study: str = "search", bar: Bar = None, heartbeat: float = 10.0,
+                    stale_after: float = 60.0) -> SearchResult:
+    """STEP 1 into ``out`` (``results.json``, ``search.md``, ``search.png``); the study lives in
+    ``storage`` (default ``out/search.log``), so rerunning the same call resumes it."""
+    from effnet.search_study import collect, open_storage, open_study
+    from effnet.trials import run_search_workers
+
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or str(out / "search.log")
+    candidates, context = prepare_search(base, data, budget, grid)
+    store = open_storage(url)
+    open_study(store, study, grid, candidates, context)
+    progress = bar(len(candidates), "STEP 1 search") if bar else None
+
+    def update(result: SearchResult) -> None:
+        if progress is not None:
+            progress.n = sum(r.state in ("COMPLETE", "FAIL") for r in result.records)
+            best = result.best if result.completed else None
+            if best is not None:
+                progress.set_postfix_str(f"best a={best.candidate.alpha:g} b={best.candidate.beta:g} "
+                                         f"g={best.candidate.gamma:g} {best.accuracy:.1f}%")
+            progress.refresh()
+
+    try:
+        run_search_workers(url, study, workers=workers, heartbeat=heartbeat, stale_after=stale_after,
+                           on_progress=update)
+    finally:
+        if progress is not None:
+            progress.close()
+    result = collect(store, study)
+    write_search(result, out)
+    return result
+
+
+def _run(jobs: list[Any], workers: int, cache: Path | None, bar: Bar, desc: str) -> list[dict[str, Any]]:
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    progress = bar(len(jobs), desc) if bar else None
+    try:
+        return run_jobs(jobs, workers=workers, cache=cache,
+                        on_done=(lambda _i, r: progress.update(1)) if progress is not None else None)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def run_family(base: NetworkSpec, coeffs: Coefficients, phis: Sequence[float], data: str, budget: Any, out: Path, *,
+               seeds: int = 1, workers: int = 1, cache: Path | None = None, bar: Bar = None) -> list[dict[str, Any]]:
+    """STEP 2: the baseline scaled by (α^φ, β^φ, γ^φ) for each φ, trained with ``budget``; writes
+    ``family.json`` and ``family.md`` into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    context = make_context(base, data, budget)
+    specs = [(phi, compound_multipliers(phi, coeffs)) for phi in phis]
+    jobs = [(scale_spec(base, m, name=f"{base.name}@phi={phi:g}").to_dict(), context, s)
+            for phi, m in specs for s in range(seeds)]
+    results = _run(jobs, workers, cache, bar, "STEP 2 scale")
+    rows = []
+    for i, (phi, m) in enumerate(specs):
+        rs = results[i * seeds:(i + 1) * seeds]
+        rows.append({"phi": phi, "depth": m.depth, "width": m.width, "resolution_mult": m.resolution,
+                     "resolution": rs[0]["resolution"], "params": rs[0]["params"], "macs": rs[0]["macs"],
+                     "macs_ratio": rs[0]["macs_ratio"], "accuracy": sum(r["accuracy"] for r in rs) / seeds,
+                     "accuracies": [r["accuracy"] for r in rs],
+                     "coefficients": [coeffs.alpha, coeffs.beta, coeffs.gamma]})
+    (out / "family.json").write_text(json.dumps(rows, indent=2))
+    (out / "family.md").write_text(family_table(rows) + "\n")
+    return rows
+
+
+def family_table(rows: Sequence[dict[str, Any]]) -> str:
+    return table(["phi", "d", "w", "r", "res", "params", "MACs (M)", "MACs x", "top-1"],
+                 [[f"{r['phi']:g}", f"{r['depth']:.3f}", f"{r['width']:.3f}", f"{r['resolution_mult']:.3f}",
+                   r["resolution"], f"{r['params']:,}", f"{r['macs'] / 1e6:.2f}", f"{r['macs_ratio']:.2f}",
+                   f"{r['accuracy']:.2f}"] for r in rows])
+
+
+def run_compare(base: NetworkSpec, coeffs: Coefficients, phi: float, data: str, budget: Any, out: Path, *,
+                seeds: int = 3, workers: int = 1, cache: Path | None = None, cam_images: int = 4, bar: Bar = None,
+                family: Sequence[dict[str, Any]] = (), adjust_phi: bool = True) -> dict[str, Any]:
+    """Baseline, depth-, width-, resolution-only and compound scaling at matched MACs, ``seeds`` runs
+    each; writes ``compare.json``, ``compare.md``, ``compare.png`` and ``cams.png`` into ``out``.
+    ``adjust_phi`` moves φ (by at most 0.5) to a budget every single dimension can match (see
+    :func:`effnet.compare.choose_phi`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    cache = cache or out / "models"
+    asked, phi = phi, choose_phi(base, coeffs, phi) if adjust_phi else phi
+    arms = plan_arms(base, coeffs, phi)
+    context = make_context(base, data, budget)
+    jobs = [(a.spec.to_dict(), context, s) for a in arms for s in range(seeds)]
+    results = _run(jobs, workers, cache, bar, "compare")
+    acc = {a.method: [results[i * seeds + s]["accuracy"] for s in range(seeds)] for i, a in enumerate(arms)}
+    rows = summarize(arms, acc)
+    report = {"phi": phi, "phi_asked": asked, "coefficients": [coeffs.alpha, coeffs.beta, coeffs.gamma], "seeds": seeds,
+              "budget": budget.to_dict(), "rows": rows, "winner": winner(rows)}
+    (out / "compare.json").write_text(json.dumps(report, indent=2))
+    (out / "compare.md").write_text(summary_table(rows) + "\n")
+    plot_compare(rows, out / "compare.png", family=family,
+                 title=f"matched MACs at φ = {phi:g} (compound α={coeffs.alpha:g}, β={coeffs.beta:g}, "
+                       f"γ={coeffs.gamma:g}), {seeds} seeds")
+    if cam_images > 0:
+        _cams(arms, jobs, seeds, context, cache, cam_images, out / "cams.png")
+    return report
+
+
+def _cams(arms: Sequence[Any], jobs: Sequence[Any], seeds: int, context: dict[str, Any], cache: Path, n: int,
+          path: Path) -> None:
+    import torch
+
+    from effnet.model import ConvNet
+    from effnet.trials import _arrays
+
+    arrays = _arrays(context)
+    models = {}
+    for i, arm in enumerate(arms):
+        model = ConvNet(arm.spec.replace(bn_momentum=0.1), num_classes=len(arrays.classes), in_chans=1)
+        model.load_state_dict(torch.load(cache / f"{job_key(jobs[i * seeds])}.pt", weights_only=True))
+        models[arm.method] = model.eval()
+    cam_grid(models, arrays.eval_x[:n], [int(y) for y in arrays.eval_y[:n]], arrays.classes, path)
