@@ -94,9 +94,9 @@ def test_other_grid_under_the_same_name_is_refused_and_the_study_kept(tmp_path) 
     open_study(storage, "s", GRID, grid_candidates(GRID), {"k": 1})
     run_worker(storage, "s", lambda c: score(c), max_trials=4)
     other = GridSettings(step=0.1, target=2.0, tol=0.1)
-    with pytest.raises(EffnetError, match="already exists with a different grid.*tol: stored 0.05, asked 0.1"):
+    with pytest.raises(EffnetError, match=r"already exists with a different grid.*tol: stored 0\.05, asked 0\.1"):
         open_study(storage, "s", other, grid_candidates(other), {"k": 1})
-    with pytest.raises(EffnetError, match="different grid.*k: stored 1, asked 2"):
+    with pytest.raises(EffnetError, match=r"different grid.*k: stored 1, asked 2"):
         open_study(storage, "s", GRID, grid_candidates(GRID), {"k": 2})
     assert len(collect(storage, "s").completed) == 4  # nothing lost
     # joining without a grid adopts the stored one
