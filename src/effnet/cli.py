@@ -159,6 +159,10 @@ def _print_table3(as_json: bool) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
+    if args.max_latency or args.max_train_memory:
+        from effnet.cli_bench import cmd_fit_hardware
+
+        return cmd_fit_hardware(args)
     max_macs = parse_count(args.max_macs, "--max-macs") if args.max_macs else None
     max_params = parse_count(args.max_params, "--max-params") if args.max_params else None
     r = fit_phi(args.name, max_macs=max_macs, max_params=max_params, coeffs=_coeffs(args))
@@ -207,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("name")
     f.add_argument("--max-macs", help="MACs budget, e.g. 1.5G")
     f.add_argument("--max-params", help="parameter budget, e.g. 10M")
+    f.add_argument("--max-latency", help="measured latency budget on this machine, e.g. 20ms (0.25 phi grid)")
+    f.add_argument("--engine", default="eager", help="inference engine timed by --max-latency (eager)")
+    f.add_argument("--max-train-memory", help="estimated training peak budget, e.g. 8G (with --batch)")
+    f.add_argument("--batch", type=int, help="batch for --max-latency (default 1) or --max-train-memory (needed)")
+    f.add_argument("--amp", default="none", choices=["none", "bf16"], help="with --max-train-memory")
+    f.add_argument("--grad-checkpointing", action="store_true", help="with --max-train-memory")
     f.add_argument("--json", action="store_true")
     _add_coeffs(f)
     f.set_defaults(func=cmd_fit)

@@ -143,6 +143,70 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_latency(text: str) -> float:
+    """``20ms``, ``0.02s`` or a bare number of milliseconds → seconds."""
+    t = text.strip().lower()
+    scale = 1e-3
+    if t.endswith("ms"):
+        t = t[:-2]
+    elif t.endswith("s"):
+        t, scale = t[:-1], 1.0
+    try:
+        value = float(t) * scale
+    except ValueError:
+        raise EffnetError(f"--max-latency {text!r}: give a time such as 20ms or 0.02s") from None
+    if not value > 0:
+        raise EffnetError(f"--max-latency {text!r} must be > 0")
+    return value
+
+
+def _parse_bytes(text: str) -> float:
+    """``8G``, ``512M``, ``8GiB`` (binary units, as memory is sold) → bytes."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    scale = units.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if t[-1:] in units else t) * scale
+    except ValueError:
+        raise EffnetError(f"--max-train-memory {text!r}: give a size such as 8G or 512M") from None
+    if not value > 0:
+        raise EffnetError(f"--max-train-memory {text!r} must be > 0")
+    return value
+
+
+def cmd_fit_hardware(args: argparse.Namespace) -> int:
+    """``effnet fit --max-latency`` / ``--max-train-memory``: measured or estimated budgets → φ."""
+    from effnet.fit_hw import fit_latency, fit_train_memory
+
+    if args.max_latency and args.max_train_memory:
+        raise EffnetError("give --max-latency or --max-train-memory, not both (they fit different things)")
+    if args.max_latency:
+        from effnet.inference import ENGINES
+
+        if args.engine not in ENGINES[1:]:
+            raise EffnetError(f"--engine {args.engine!r}: use one of {', '.join(ENGINES[1:])}")
+        r = fit_latency(args.name, _parse_latency(args.max_latency), engine=args.engine, batch=args.batch or 1)
+        if args.json:
+            print(json.dumps({**r.__dict__, "measured": {str(k): v for k, v in r.measured.items()}}, indent=2))
+            return 0
+        print(table(["phi", "ms"], [[f"{k:g}", f"{v:.1f}"] for k, v in r.measured.items()]))
+        print(f"{args.name}: largest phi = {r.phi:g} -> {r.resolution}px, {r.ms:.1f} ms at batch {r.batch} on "
+              f"{r.engine} (budget {r.budget_ms:g} ms; phi = {r.phi + 0.25:g} measured {r.next_ms:.1f} ms)")
+        return 0
+    if not args.batch:
+        raise EffnetError("--max-train-memory needs --batch N (memory grows with the batch)")
+    r2 = fit_train_memory(args.name, _parse_bytes(args.max_train_memory), args.batch, amp=args.amp,
+                          channels_last=args.amp == "bf16", grad_checkpointing=args.grad_checkpointing)
+    if args.json:
+        print(json.dumps(r2.__dict__, indent=2))
+        return 0
+    print(f"{args.name}: largest phi = {r2.phi:.2f} trains at batch {r2.batch} in an estimated "
+          f"{r2.bytes / 2**30:.2f} GiB (budget {r2.budget_bytes / 2**30:.2f} GiB; phi = {r2.phi + 0.01:.2f} needs "
+          f"{r2.next_bytes / 2**30:.2f} GiB); amp={args.amp}, grad checkpointing "
+          f"{'on' if args.grad_checkpointing else 'off'}")
+    return 0
+
+
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model name, e.g. efficientnet_b0")
     p.add_argument("--phi", type=float, help="compound coefficient on top of the preset")

@@ -20,11 +20,11 @@ exist again only while its own backward runs, so only the largest of them adds t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from effnet.spec import NetworkSpec
 
@@ -68,10 +68,12 @@ def _saved_bytes(fn: Any, x: torch.Tensor, exclude: set[int]) -> tuple[int, torc
     return sum(seen.values()), y
 
 
+@functools.lru_cache(maxsize=256)
 def saved_bytes_per_stage(spec: NetworkSpec, *, resolution: int | None = None, amp: str = "none",
                           channels_last: bool = False,
-                          num_classes: int = 1000) -> tuple[dict[str, int], dict[str, int]]:
-    """Per image: bytes saved for backward by stem, each stage and head, and each stage's input bytes."""
+                          num_classes: int = 1000) -> tuple[dict[str, int], dict[str, int], int]:
+    """Per image: bytes saved for backward by stem, each stage and head; each stage's input bytes;
+    and the parameter count. Cached: a φ search asks for the same spec more than once."""
     from effnet.model import ConvNet
 
     res = resolution or spec.resolution
@@ -92,7 +94,7 @@ def saved_bytes_per_stage(spec: NetworkSpec, *, resolution: int | None = None, a
             inputs[f"stage{i + 1}"] = x.untyped_storage().nbytes()
             saved[f"stage{i + 1}"], x = _saved_bytes(stage, x, params)
         saved["head"], _ = _saved_bytes(lambda t: model.forward_head(model.head_conv(t)), x, params)
-    return saved, inputs
+    return saved, inputs, sum(p.numel() for p in model.parameters())
 
 
 def estimate_train_memory(spec: NetworkSpec, batch: int, *, resolution: int | None = None, amp: str = "none",
@@ -106,7 +108,7 @@ def estimate_train_memory(spec: NetworkSpec, batch: int, *, resolution: int | No
     """
     if optimizer not in _OPTIMIZER_STATES:
         raise ValueError(f"optimizer {optimizer!r}: use one of {', '.join(_OPTIMIZER_STATES)}")
-    saved, inputs = saved_bytes_per_stage(spec, resolution=resolution, amp=amp, channels_last=channels_last,
+    saved, inputs, n_params = saved_bytes_per_stage(spec, resolution=resolution, amp=amp, channels_last=channels_last,
                                           num_classes=num_classes)
     n_stages = len(spec.stages)
     ckpt = set(range(n_stages)) if grad_checkpointing is True else set(grad_checkpointing or ())
@@ -118,17 +120,9 @@ def estimate_train_memory(spec: NetworkSpec, batch: int, *, resolution: int | No
             recomputed.append(nbytes)
         else:
             kept += nbytes
-    n_params = sum(p.numel() for p in _meta_params(spec, num_classes))
     param_bytes = 4 * n_params * (2 + _OPTIMIZER_STATES[optimizer])
     largest = max(max(saved[f"stage{i + 1}"] for i in range(n_stages)), max(recomputed))
     transient = int(TRANSIENT_FACTOR * largest) * batch
     activations = kept * batch + (max(recomputed) * batch if ckpt else 0)
     return MemoryEstimate(total=param_bytes + activations + transient, parameters=param_bytes, weights=4 * n_params,
                           activations=activations, transient=transient, per_image=kept, parts=saved)
-
-
-def _meta_params(spec: NetworkSpec, num_classes: int) -> list[nn.Parameter]:
-    from effnet.model import ConvNet
-
-    with torch.device("meta"):
-        return list(ConvNet(spec, num_classes=num_classes).parameters())
