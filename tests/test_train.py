@@ -305,9 +305,12 @@ def test_weights_override_architecture_settings_with_a_warning(tmp_path: Path) -
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), *_flags(TINY | {"epochs": 1.0})]) == 0
     with pytest.warns(UserWarning, match=r"phi=-4.0, total_stride=4 ignored: the network comes from .*last"):
-        model = build_model(tiny_cfg(phi=-4.0, total_stride=4, bn_momentum=None,
+        model = build_model(tiny_cfg(phi=-4.0, total_stride=4, bn_momentum=0.3,
                                      init_checkpoint=str(run / "last.safetensors")), 10)
     assert model.spec.stem.stride == 1  # the checkpoint's stride-8 network, not a stride-4 one
+    # BN momentum is a training setting: it applies to loaded weights (and is recorded in the spec).
+    assert {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {0.3}
+    assert model.spec.bn_momentum == 0.3
 
 
 def test_committed_configs_load() -> None:
