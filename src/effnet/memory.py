@@ -12,7 +12,7 @@ candidate φ. The peak then is
 
     weights + gradients + optimizer state                      (per parameter, fp32)
   + batch · saved activations per image                        (per stage; see checkpointing below)
-  + batch · transient                                          (the largest stage's backward working set)
+  + transient              (backward's working set: a calibrated fraction of the largest stage, see below)
 
 With per-stage activation checkpointing a checkpointed stage keeps only its input; its activations
 exist again only while its own backward runs, so only the largest of them adds to the peak.
@@ -33,9 +33,13 @@ __all__ = ["MemoryEstimate", "estimate_train_memory", "saved_bytes_per_stage"]
 # Per-parameter state bytes besides the fp32 weight and its gradient: SGD momentum / RMSProp keep one
 # buffer, RMSProp-TF with momentum two, AdamW two.
 _OPTIMIZER_STATES = {"sgd": 1, "rmsprop": 1, "rmsproptf": 2, "adamw": 2, "none": 0}
-# The backward of the stage holding the most activations needs about this many of its activation
-# bytes again as gradient buffers and op workspace (calibrated on B0-B3, see benchmarks/train_bench.py).
-TRANSIENT_FACTOR = 1.0
+# Backward's working set (gradient buffers, op workspace) on top of the saved activations, as a
+# fraction of the largest stage's saved bytes. Calibrated against measured peaks (VmHWM added by two
+# SGD steps, batch 16, B0-B2, benchmarks/acceptance.py): channels_last 0.8; NCHW 0.3 plus a fixed
+# ~300 MiB that NCHW steps add whatever the model (oneDNN reorders NCHW to its blocked layouts).
+TRANSIENT_FACTOR = {"channels_last": 0.8, "nchw": 0.3}
+NCHW_FIXED = 300 * 2**20
+_PROBE = 2  # images in the probe batch
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,17 @@ class MemoryEstimate:
 
 
 def _saved_bytes(fn: Any, x: torch.Tensor, exclude: set[int]) -> tuple[int, torch.Tensor]:
+    """Bytes of the per-image tensors autograd saves while running ``fn(x)``, one count per storage.
+
+    Only tensors with the probe's batch as their first dimension are per-image; the rest are
+    parameters or, under autocast, their low-precision copies (per model, counted apart).
+    """
     seen: dict[int, int] = {}
+    batch = x.shape[0]
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         key = t.untyped_storage()._cdata
-        if key not in exclude:
+        if key not in exclude and t.ndim >= 2 and t.shape[0] == batch:
             seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
         return t
 
@@ -81,7 +91,7 @@ def saved_bytes_per_stage(spec: NetworkSpec, *, resolution: int | None = None, a
     # real device, so a mixed-precision estimate runs one real image (about a forward pass of time).
     with torch.device("meta" if amp == "none" else "cpu"):
         model = ConvNet(spec, num_classes=num_classes).train()
-        x = torch.empty(1, 3, res, res)
+        x = torch.randn(_PROBE, 3, res, res)  # 2, not 1: a batch of 1 cannot tell images from weights
     if channels_last:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         x = x.contiguous(memory_format=torch.channels_last)
@@ -91,10 +101,10 @@ def saved_bytes_per_stage(spec: NetworkSpec, *, resolution: int | None = None, a
     with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         saved["stem"], x = _saved_bytes(lambda t: model.stem_pool(model.stem(t)), x, params)
         for i, stage in enumerate(model.stages):
-            inputs[f"stage{i + 1}"] = x.untyped_storage().nbytes()
+            inputs[f"stage{i + 1}"] = x.untyped_storage().nbytes() // _PROBE
             saved[f"stage{i + 1}"], x = _saved_bytes(stage, x, params)
         saved["head"], _ = _saved_bytes(lambda t: model.forward_head(model.head_conv(t)), x, params)
-    return saved, inputs, sum(p.numel() for p in model.parameters())
+    return {k: v // _PROBE for k, v in saved.items()}, inputs, sum(p.numel() for p in model.parameters())
 
 
 def estimate_train_memory(spec: NetworkSpec, batch: int, *, resolution: int | None = None, amp: str = "none",
@@ -120,9 +130,13 @@ def estimate_train_memory(spec: NetworkSpec, batch: int, *, resolution: int | No
             recomputed.append(nbytes)
         else:
             kept += nbytes
-    param_bytes = 4 * n_params * (2 + _OPTIMIZER_STATES[optimizer])
+    # fp32 gradient and optimizer state per weight; autocast also keeps a low-precision copy of each weight.
+    param_bytes = 4 * n_params * (2 + _OPTIMIZER_STATES[optimizer]) + (2 * n_params if amp != "none" else 0)
     largest = max(max(saved[f"stage{i + 1}"] for i in range(n_stages)), max(recomputed))
-    transient = int(TRANSIENT_FACTOR * largest) * batch
+    if channels_last:
+        transient = int(TRANSIENT_FACTOR["channels_last"] * largest * batch)
+    else:
+        transient = int(TRANSIENT_FACTOR["nchw"] * largest * batch) + NCHW_FIXED
     activations = kept * batch + (max(recomputed) * batch if ckpt else 0)
     return MemoryEstimate(total=param_bytes + activations + transient, parameters=param_bytes, weights=4 * n_params,
                           activations=activations, transient=transient, per_image=kept, parts=saved)
