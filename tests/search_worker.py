@@ -30,7 +30,7 @@ def main() -> None:
     p.add_argument("log")
     p.add_argument("--sleep", type=float, default=0.2)
     p.add_argument("--heartbeat", type=float, default=0.2)
-    p.add_argument("--stale-after", type=float, default=1.5)
+    p.add_argument("--stale-after", type=float, default=5.0)
     p.add_argument("--fail", type=int, default=-1)
     a = p.parse_args()
 

@@ -32,8 +32,8 @@ def _add_baseline(p: argparse.ArgumentParser, *, optional: bool) -> None:
     g.add_argument("--epochs", type=float, default=2.0)
     g.add_argument("--train-images", type=int, default=4000)
     g.add_argument("--eval-images", type=int, default=2000)
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate, cosine decay (0.01)")
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--lr", type=float, default=1.5e-2, help="AdamW learning rate, cosine decay (0.015)")
     g.add_argument("--workers", type=int, default=1, help="training processes, one torch thread each (1)")
 
 
