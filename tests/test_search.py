@@ -133,6 +133,6 @@ def test_stale_running_trial_is_failed_and_queued_again(tmp_path) -> None:
 
 
 def test_level0_modules_do_not_import_torch() -> None:
-    code = ("import sys, effnet.search, effnet.search_study; "
+    code = ("import sys, effnet.search, effnet.search_study, effnet.compare; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -192,6 +192,8 @@ def run_search_workers(url: str, study: str, *, workers: int = 1, heartbeat: flo
     storage = open_storage(url)
     if workers <= 1:
         context = storage.get_study_user_attrs(storage.get_study_id_from_name(study))["effnet.grid"]["context"]
+        if on_progress is not None:
+            on_progress(collect(storage, study))  # a resumed study starts where it stopped
         run_worker(storage, study, search_evaluator(context), heartbeat=heartbeat, stale_after=stale_after,
                    on_trial=(lambda _c, _o: on_progress(collect(storage, study))) if on_progress else None)
         return 1
