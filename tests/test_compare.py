@@ -43,6 +43,16 @@ def test_single_dimension_arms_match_compound_macs_within_10_percent(demo_base, 
     assert arms["resolution"].spec.num_blocks == demo_base.num_blocks and arms["resolution"].spec.resolution > 20
 
 
+def test_reference_compound_arm_uses_other_coefficients_at_the_same_macs(demo_base) -> None:
+    from effnet.scaling import PAPER_COEFFICIENTS, compound_multipliers
+
+    arms = {a.method: a for a in plan_arms(demo_base, Coefficients(1.0, 1.4, 1.0), 1.0, PAPER_COEFFICIENTS)}
+    ref = arms["compound-ref"]
+    assert ref.multipliers == compound_multipliers(ref.phi, PAPER_COEFFICIENTS) and ref.phi > 0
+    assert abs(ref.macs / arms["compound"].macs - 1) <= 0.10
+    assert ref.spec.resolution > demo_base.resolution and ref.spec.num_blocks > demo_base.num_blocks
+
+
 def test_match_single_picks_the_closest_reachable_cost(demo_base) -> None:
     target = _macs(scale_spec(demo_base, Multipliers(resolution=1.5)))
     m = match_single(demo_base, target, "resolution")
@@ -97,7 +107,7 @@ def test_demo_pipeline_writes_a_report_with_real_pngs(tmp_path: Path, one_thread
     assert search["counts"]["COMPLETE"] == len(search["records"]) >= 4
     assert all(r["metrics"]["macs_ratio"] > 1 for r in search["records"])  # every φ = 1 network costs more
     rows = report["compare"]["rows"]
-    assert [r["method"] for r in rows] == ["baseline", "depth", "width", "resolution", "compound"]
+    assert [r["method"] for r in rows] == ["baseline", "depth", "width", "resolution", "compound", "compound-ref"]
     assert all(r["seeds"] == 2 and len(r["accuracies"]) == 2 for r in rows)
     assert json.loads((out / "report.json").read_text())["compare"]["winner"]["method"] in {
         "depth", "width", "resolution", "compound"}

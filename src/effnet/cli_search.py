@@ -144,6 +144,12 @@ def _coefficients(args: argparse.Namespace) -> Any:
     return Coefficients(args.alpha, args.beta, args.gamma)
 
 
+def _paper() -> Any:
+    from effnet.scaling import PAPER_COEFFICIENTS
+
+    return PAPER_COEFFICIENTS
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -158,7 +164,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out or time.strftime("runs/compare-%Y%m%d-%H%M%S"))
     report = run_compare(base, _coefficients(args), args.phi, args.data, replace(budget, eval_split="test"), out,
                          seeds=args.seeds, workers=args.workers, cam_images=args.cam_images, bar=_bar,
-                         adjust_phi=not args.exact_phi)
+                         adjust_phi=not args.exact_phi, reference=_paper() if args.reference else None)
     print(summary_table(report["rows"]))
     w = report["winner"]
     print(f"\nbest: {w['method']} (+{w['lead']:.2f} over {w['runner_up']}"
@@ -213,6 +219,8 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--exact-phi", action="store_true",
                    help="keep --phi even if a single dimension cannot match its MACs within 8%% (default: move "
                         "phi by up to 0.5 to a budget all three can match)")
+    c.add_argument("--reference", action="store_true",
+                   help="also compare the paper's (1.2, 1.1, 1.15) as compound-ref at the same MACs")
     c.add_argument("--seeds", type=int, default=3)
     c.add_argument("--cam-images", type=int, default=4, help="test images in the CAM figure (0: none)")
     c.add_argument("--out", help="folder (default runs/compare-<time>)")

@@ -23,7 +23,8 @@ from effnet.scaling import Coefficients, Multipliers, compound_multipliers, roun
 from effnet.spec import NetworkSpec
 from effnet.textfmt import human, table
 
-__all__ = ["METHODS", "Arm", "choose_phi", "match_single", "plan_arms", "plot_compare", "summarize", "summary_table"]
+__all__ = ["METHODS", "Arm", "choose_phi", "match_compound", "match_single", "plan_arms", "plot_compare", "summarize",
+           "summary_table"]
 
 METHODS = ("baseline", "depth", "width", "resolution", "compound")
 
@@ -77,17 +78,34 @@ class Arm:
                 "blocks": self.spec.num_blocks, "widths": [s.out_channels for s in self.spec.stages]}
 
 
-def plan_arms(base: NetworkSpec, coeffs: Coefficients, phi: float = 1.0) -> list[Arm]:
-    """Baseline, depth-, width-, resolution-only and compound (α^φ, β^φ, γ^φ) at compound's measured MACs."""
+def match_compound(base: NetworkSpec, target_macs: int, coeffs: Coefficients, *, max_phi: float = 4.0) -> float:
+    """The φ (step 0.01) at which ``coeffs`` scale ``base`` to the MACs closest to ``target_macs``."""
+    phis = [k / 100 for k in range(1, int(max_phi * 100) + 1)]
+    return min(phis, key=lambda p: abs(_macs(scale_spec(base, compound_multipliers(p, coeffs))) / target_macs - 1))
+
+
+def plan_arms(base: NetworkSpec, coeffs: Coefficients, phi: float = 1.0,
+              reference: Coefficients | None = None) -> list[Arm]:
+    """Baseline, depth-, width-, resolution-only and compound (α^φ, β^φ, γ^φ) at compound's measured MACs.
+
+    ``reference`` adds a "compound-ref" arm: other coefficients (the paper's 1.2, 1.1, 1.15) at the
+    φ that matches the same MACs, so a search that picked a single dimension still meets a true
+    three-dimensional compound network."""
     base_macs = _macs(base)
     comp_m = compound_multipliers(phi, coeffs)
     target = _macs(scale_spec(base, comp_m))
+    fixed = {"baseline": (Multipliers(), 0.0), "compound": (comp_m, phi)}
+    methods = list(METHODS)
+    if reference is not None:
+        ref_phi = match_compound(base, target, reference)
+        fixed["compound-ref"] = (compound_multipliers(ref_phi, reference), ref_phi)
+        methods.append("compound-ref")
     arms = []
-    for method in METHODS:
-        m = {"baseline": Multipliers(), "compound": comp_m}.get(method) or match_single(base, target, method)
-        spec = scale_spec(base, m, name=f"{base.name}:{method}@phi={phi:g}")
+    for method in methods:
+        m, arm_phi = fixed.get(method) or (match_single(base, target, method), phi)
+        spec = scale_spec(base, m, name=f"{base.name}:{method}@phi={arm_phi:g}")
         macs = _macs(spec)
-        arms.append(Arm(method, 0.0 if method == "baseline" else phi, m, spec, macs, macs / base_macs,
+        arms.append(Arm(method, arm_phi, m, spec, macs, macs / base_macs,
                         0.0 if method == "baseline" else abs(macs / target - 1)))
     return arms
 
@@ -144,7 +162,7 @@ def plot_compare(rows: Sequence[Mapping[str, Any]], path: str | Path, *, family:
     import matplotlib.pyplot as plt
 
     colors = {"baseline": "black", "depth": "tab:orange", "width": "tab:green", "resolution": "tab:purple",
-              "compound": "tab:red"}
+              "compound": "tab:red", "compound-ref": "tab:brown"}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     if family:
         ax.plot([f["macs"] / 1e6 for f in family], [f["accuracy"] for f in family], "--", color="tab:red", alpha=0.5,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from effnet.scaling import PAPER_COEFFICIENTS
 from effnet.search import GridSettings
 from effnet.train.budget import Budget
 
@@ -41,6 +42,7 @@ class DemoPlan:
     seeds: int = 3
     workers: int = 2
     cam_images: int = 4
+    reference_paper: bool = True  # also compare the paper's (1.2, 1.1, 1.15) at the same MACs
 
 
 def demo_plan(quick: bool = False, workers: int = 2) -> DemoPlan:
@@ -76,6 +78,7 @@ def run_demo(out: str | Path, plan: DemoPlan | None = None) -> dict[str, Any]:
                              bar=_bar)
     timings["search"] = time.time() - t0
     coeffs = search.best.candidate.coefficients
+    reference = PAPER_COEFFICIENTS if plan.reference_paper and coeffs != PAPER_COEFFICIENTS else None
     test_budget = replace(plan.budget, eval_split="test")
     t = time.time()
     family = run_family(base, coeffs, plan.phis, plan.data, test_budget, out / "scale", workers=plan.workers,
@@ -84,7 +87,7 @@ def run_demo(out: str | Path, plan: DemoPlan | None = None) -> dict[str, Any]:
     t = time.time()
     compare = run_compare(base, coeffs, plan.compare_phi, plan.data, test_budget, out / "compare", seeds=plan.seeds,
                           workers=plan.workers, cache=out / "models", cam_images=plan.cam_images, bar=_bar,
-                          family=family)
+                          family=family, reference=reference)
     timings["compare"] = time.time() - t
     timings["total"] = time.time() - t0
     report = {"plan": _plan_dict(plan), "baseline": base.to_dict(), "search": search.to_dict(), "family": family,
@@ -151,6 +154,10 @@ def _compare_md(cmp: dict[str, Any], plan: dict[str, Any]) -> list[str]:
     if same:
         notes.append(f"The compound network here is the same network as the {same[0]}-only one (the search's best "
                      f"coefficients scale {same[0]} alone, or rounding erases the rest), so their numbers are equal.")
+    if cmp.get("reference"):
+        a, b_, g = cmp["reference"]
+        notes.append(f"compound-ref: the paper's coefficients (α = {a:g}, β = {b_:g}, γ = {g:g}) at the φ = "
+                     f"{rows['compound-ref']['phi']:g} that matches the same MACs.")
     verdict = (f"**Result: {win['method']}** has the highest mean accuracy, {win['lead']:.2f} points above "
                f"{win['runner_up']}; " + ("the lead is larger than either standard deviation." if win["separated"]
                                           else "the lead is within one standard deviation: at this budget the "

@@ -129,21 +129,24 @@ def family_table(rows: Sequence[dict[str, Any]]) -> str:
 
 def run_compare(base: NetworkSpec, coeffs: Coefficients, phi: float, data: str, budget: Any, out: Path, *,
                 seeds: int = 3, workers: int = 1, cache: Path | None = None, cam_images: int = 4, bar: Bar = None,
-                family: Sequence[dict[str, Any]] = (), adjust_phi: bool = True) -> dict[str, Any]:
+                family: Sequence[dict[str, Any]] = (), adjust_phi: bool = True,
+                reference: Coefficients | None = None) -> dict[str, Any]:
     """Baseline, depth-, width-, resolution-only and compound scaling at matched MACs, ``seeds`` runs
     each; writes ``compare.json``, ``compare.md``, ``compare.png`` and ``cams.png`` into ``out``.
     ``adjust_phi`` moves φ (by at most 0.5) to a budget every single dimension can match (see
-    :func:`effnet.compare.choose_phi`)."""
+    :func:`effnet.compare.choose_phi`); ``reference`` adds a compound arm with those coefficients at
+    the same MACs (see :func:`effnet.compare.plan_arms`)."""
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or out / "models"
     asked, phi = phi, choose_phi(base, coeffs, phi) if adjust_phi else phi
-    arms = plan_arms(base, coeffs, phi)
+    arms = plan_arms(base, coeffs, phi, reference)
     context = make_context(base, data, budget)
     jobs = [(a.spec.to_dict(), context, s) for a in arms for s in range(seeds)]
     results = _run(jobs, workers, cache, bar, "compare")
     acc = {a.method: [results[i * seeds + s]["accuracy"] for s in range(seeds)] for i, a in enumerate(arms)}
     rows = summarize(arms, acc)
     report = {"phi": phi, "phi_asked": asked, "coefficients": [coeffs.alpha, coeffs.beta, coeffs.gamma], "seeds": seeds,
+              "reference": None if reference is None else [reference.alpha, reference.beta, reference.gamma],
               "budget": budget.to_dict(), "rows": rows, "winner": winner(rows)}
     (out / "compare.json").write_text(json.dumps(report, indent=2))
     (out / "compare.md").write_text(summary_table(rows) + "\n")
