@@ -55,3 +55,15 @@ def test_int8_needs_calibration_and_runs(tiny, tmp_path):
 def test_bad_requests_fail_clearly(tiny, kwargs, match):
     with pytest.raises(EffnetError, match=match):
         effnet.optimize_for_inference(tiny, **kwargs)
+
+
+def test_bf16_guard_reruns_near_ties_in_fp32(tiny):
+    x = torch.randn(3, 3, 32, 32)
+    every_row = effnet.optimize_for_inference(tiny, example=x, dtype="bf16", bf16_guard=10.0)
+    with torch.no_grad():
+        ref = tiny(x)
+    torch.testing.assert_close(every_row(x), ref, rtol=0, atol=1e-4)  # all rows re-run in fp32
+    assert every_row.rechecked >= 3
+    none = effnet.optimize_for_inference(tiny, example=x, dtype="bf16", bf16_guard=0.0)
+    none(x)
+    assert none.rechecked == 0

@@ -97,8 +97,9 @@ def _torch_runner(model: nn.Module, *, channels_last: bool, dtype: torch.dtype |
 
 def effnet_contenders(model: nn.Module, example: torch.Tensor, *, dtype: str = "fp32",
                       engines: tuple[str, ...] = ("eager", "onnxruntime"), workdir: str | Path | None = None,
-                      calibration: torch.Tensor | None = None) -> dict[str, Any]:
-    """effnet's inference paths for ``model``, each verified (see :mod:`effnet.inference`)."""
+                      calibration: torch.Tensor | None = None, bf16_guard: float = 0.0) -> dict[str, Any]:
+    """effnet's inference paths for ``model``, each verified (see :mod:`effnet.inference`). The bf16
+    near-tie guard is off by default here: with random weights nearly every row is a near-tie."""
     from effnet.inference import _verify, build_engine
 
     out: dict[str, Any] = {}
@@ -106,7 +107,7 @@ def effnet_contenders(model: nn.Module, example: torch.Tensor, *, dtype: str = "
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cand = build_engine(model, engine, dtype=dtype, example=example, workdir=workdir,
-                                calibration=calibration)
+                                calibration=calibration, bf16_guard=bf16_guard)
             out[f"effnet {engine} {dtype}"] = _verify(model, cand, example)
     return out
 
