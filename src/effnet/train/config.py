@@ -62,6 +62,7 @@ class TrainConfig:
     # engine
     amp: str = "none"  # none | bf16 | fp16 (GPU)
     channels_last: bool = False
+    grad_checkpointing: bool = False  # recompute each stage in backward: less peak memory, more step time
     sync_bn: bool = False  # GPU only
     seed: int = 0
     deterministic: bool = False

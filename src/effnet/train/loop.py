@@ -95,6 +95,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> ConvNet:
     if cfg.bn_momentum is not None and model.spec.bn_momentum != cfg.bn_momentum:
         _set_bn_momentum(model, cfg.bn_momentum)
     _freeze(model, cfg.freeze_stages)
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
     return model
 
 
