@@ -136,3 +136,11 @@ def test_level0_modules_do_not_import_torch() -> None:
     code = ("import sys, effnet.search, effnet.search_study, effnet.compare; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_nan_accuracy_is_a_failed_trial_not_a_ranking(tmp_path) -> None:
+    storage = open_storage(str(tmp_path / "s.log"))
+    open_study(storage, "s", GRID, grid_candidates(GRID), {})
+    run_worker(storage, "s", lambda c: float("nan") if c.index == 0 else score(c))
+    rec = next(r for r in collect(storage, "s").records if r.candidate.index == 0)
+    assert rec.state == "FAIL" and "accuracy nan" in rec.error

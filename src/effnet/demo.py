@@ -12,6 +12,7 @@ takes seconds, big enough that the three dimensions still mean something.
 from __future__ import annotations
 
 import html
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -72,7 +73,7 @@ def run_demo(out: str | Path, plan: DemoPlan | None = None) -> dict[str, Any]:
     t0 = time.time()
     base = resolve_baseline(plan.baseline, depth=plan.depth, width=plan.width, total_stride=plan.total_stride,
                             resolution=plan.resolution)
-    (out / "baseline.json").write_text(__import__("json").dumps({"spec": base.to_dict()}, indent=2))
+    (out / "baseline.json").write_text(json.dumps({"spec": base.to_dict()}, indent=2))
     timings: dict[str, float] = {}
     search = run_search_step(base, plan.data, plan.budget, plan.grid, out / "search", workers=plan.workers,
                              bar=_bar)
@@ -179,8 +180,6 @@ def _compare_md(cmp: dict[str, Any], plan: dict[str, Any]) -> list[str]:
 
 def write_report(out: Path, report: dict[str, Any]) -> None:
     """``report.json``, ``report.md`` and ``report.html`` (the Markdown's tables and images as HTML)."""
-    import json
-
     (out / "report.json").write_text(json.dumps(report, indent=2))
     md = report_markdown(report)
     (out / "report.md").write_text(md)

@@ -20,6 +20,7 @@ Level 0: no torch. Optuna is imported on first use.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -245,6 +246,8 @@ def _finish(storage: Any, trial: Any, outcome: float | Mapping[str, Any] | BaseE
             storage.set_trial_state_values(tid, TrialState.FAIL)
             return
         metrics = dict(outcome) if isinstance(outcome, Mapping) else {"accuracy": float(outcome)}
+        if not math.isfinite(float(metrics.get("accuracy", math.nan))):
+            return _finish(storage, trial, ValueError(f"evaluator returned accuracy {metrics.get('accuracy')!r}"))
         storage.set_trial_user_attr(tid, "metrics", metrics)
         storage.set_trial_state_values(tid, TrialState.COMPLETE, [float(metrics["accuracy"])])
     except UpdateFinishedTrialError:  # reaped as stale while it ran (heartbeat starved): the retry stands
