@@ -78,9 +78,12 @@ class Arm:
                 "blocks": self.spec.num_blocks, "widths": [s.out_channels for s in self.spec.stages]}
 
 
-def match_compound(base: NetworkSpec, target_macs: int, coeffs: Coefficients, *, max_phi: float = 4.0) -> float:
-    """The φ (step 0.01) at which ``coeffs`` scale ``base`` to the MACs closest to ``target_macs``."""
-    phis = [k / 100 for k in range(1, int(max_phi * 100) + 1)]
+def match_compound(base: NetworkSpec, target_macs: int, coeffs: Coefficients, *, min_phi: float = 0.5,
+                   max_phi: float = 4.0) -> float:
+    """The φ in [``min_phi``, ``max_phi``] (step 0.01) at which ``coeffs`` scale ``base`` to the MACs
+    closest to ``target_macs``. The floor keeps it a compound network: at φ → 0 ceil on repeats still
+    doubles every one-block stage while width and resolution barely move, a depth-only net in disguise."""
+    phis = [k / 100 for k in range(int(min_phi * 100), int(max_phi * 100) + 1)]
     return min(phis, key=lambda p: abs(_macs(scale_spec(base, compound_multipliers(p, coeffs))) / target_macs - 1))
 
 
@@ -110,15 +113,16 @@ def plan_arms(base: NetworkSpec, coeffs: Coefficients, phi: float = 1.0,
     return arms
 
 
-def choose_phi(base: NetworkSpec, coeffs: Coefficients, near: float = 1.0, *, tol: float = 0.08) -> float:
-    """The φ closest to ``near`` (±0.5, step 0.1) at which every single-dimension arm can match the
-    compound MACs within ``tol``; else the φ with the smallest worst mismatch. Rounding makes each
-    dimension's cost a step function (ceil on repeats, channels to 8, feature maps ceil(H/stride)), so
-    not every budget is reachable by all three at once."""
-    phis = sorted((round(near + k / 10, 2) for k in range(-5, 6) if near + k / 10 > 0), key=lambda p: abs(p - near))
+def choose_phi(base: NetworkSpec, coeffs: Coefficients, near: float = 1.0, *, tol: float = 0.08,
+               reference: Coefficients | None = None) -> float:
+    """The φ closest to ``near`` (±0.5, step 0.05) at which every single-dimension arm (and the
+    ``reference`` compound arm, if any) can match the compound MACs within ``tol``; else the φ with
+    the smallest worst mismatch. Rounding makes each dimension's cost a step function (ceil on
+    repeats, channels to 8, feature maps ceil(H/stride)), so not every budget is reachable by all at once."""
+    phis = sorted((round(near + k / 20, 2) for k in range(-10, 11) if near + k / 20 > 0), key=lambda p: abs(p - near))
     worst = {}
     for phi in phis:
-        worst[phi] = max(a.match_error for a in plan_arms(base, coeffs, phi))
+        worst[phi] = max(a.match_error for a in plan_arms(base, coeffs, phi, reference))
         if worst[phi] <= tol:
             return phi
     return min(worst, key=lambda p: (worst[p], abs(p - near)))

@@ -155,6 +155,10 @@ def _compare_md(cmp: dict[str, Any], plan: dict[str, Any]) -> list[str]:
     if same:
         notes.append(f"The compound network here is the same network as the {same[0]}-only one (the search's best "
                      f"coefficients scale {same[0]} alone, or rounding erases the rest), so their numbers are equal.")
+    far = [m for m, x in rows.items() if x["match_error"] > 0.10]
+    if far:
+        notes.append(f"Not matched within 10 %: {', '.join(far)} (the closest reachable cost is shown; read those "
+                     "rows as a different budget).")
     if cmp.get("reference"):
         a, b_, g = cmp["reference"]
         notes.append(f"compound-ref: the paper's coefficients (α = {a:g}, β = {b_:g}, γ = {g:g}) at the φ = "

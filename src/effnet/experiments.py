@@ -138,7 +138,7 @@ def run_compare(base: NetworkSpec, coeffs: Coefficients, phi: float, data: str, 
     the same MACs (see :func:`effnet.compare.plan_arms`)."""
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or out / "models"
-    asked, phi = phi, choose_phi(base, coeffs, phi) if adjust_phi else phi
+    asked, phi = phi, choose_phi(base, coeffs, phi, reference=reference) if adjust_phi else phi
     arms = plan_arms(base, coeffs, phi, reference)
     context = make_context(base, data, budget)
     jobs = [(a.spec.to_dict(), context, s) for a in arms for s in range(seeds)]
