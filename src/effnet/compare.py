@@ -171,8 +171,9 @@ def plot_compare(rows: Sequence[Mapping[str, Any]], path: str | Path, *, family:
     if family:
         ax.plot([f["macs"] / 1e6 for f in family], [f["accuracy"] for f in family], "--", color="tab:red", alpha=0.5,
                 label="compound family (STEP 2, φ = " + ", ".join(f"{f['phi']:g}" for f in family) + ")")
-    for r in rows:
-        ax.errorbar([r["macs"] / 1e6], [r["mean"]], yerr=[r["std"]], fmt="o", capsize=4, ms=8,
+    for i, r in enumerate(rows):  # a small sideways offset keeps arms of equal cost apart
+        ax.errorbar([r["macs"] / 1e6 * (1 + 0.012 * (i - len(rows) / 2))], [r["mean"]], yerr=[r["std"]], fmt="o",
+                    capsize=4, ms=8,
                     color=colors.get(r["method"], "gray"), label=f"{r['method']} ({r['mean']:.2f} ± {r['std']:.2f})")
     ax.set_xlabel("MACs (millions)")
     ax.set_ylabel("top-1 accuracy (%)")
