@@ -27,7 +27,8 @@ def recipe(args: argparse.Namespace, *, pretrained: bool) -> TrainConfig:
     return TrainConfig(model="efficientnet_lite0", pretrained=pretrained, resolution=args.resolution,
                        data="fashion-mnist", train_subset=args.images, epochs=args.epochs, batch_size=args.batch,
                        warmup_epochs=1, schedule="cosine", augment="none", crop_scale_min=0.6, hflip=True,
-                       bn_momentum=0.1, channels_last=True, workers=args.workers, seed=args.seed, progress=False)
+                       bn_momentum=0.1, channels_last=True, amp="none", workers=args.workers, seed=args.seed,
+                       progress=False)
 
 
 def main() -> None:

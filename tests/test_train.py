@@ -29,7 +29,7 @@ pytest.importorskip("sklearn")
 
 TINY = {"model": "efficientnet_b0", "phi": -8.0, "total_stride": 8, "resolution": 16, "data": "digits",
         "batch_size": 32, "train_subset": 256, "epochs": 2.0, "warmup_epochs": 0.5, "workers": 0,
-        "bn_momentum": 0.1, "progress": False, "deterministic": True}
+        "bn_momentum": 0.1, "progress": False, "deterministic": True, "amp": "none"}
 
 
 def tiny_cfg(**changes: Any) -> TrainConfig:
@@ -87,6 +87,13 @@ def test_ema_follows_tf_num_updates_rule() -> None:
     assert ema.module.weight.item() == pytest.approx(0.9)
     ema.update(model)  # n = 1: decay 2/11
     assert ema.module.weight.item() == pytest.approx(0.9 * 2 / 11 + 9 / 11)
+
+
+def test_lean_training_defaults_resolve_per_machine() -> None:
+    cfg = TrainConfig().resolved()
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert cfg.channels_last is True and cfg.amp == ("bf16" if native else "none")
+    assert TrainConfig(amp="none", channels_last=False).resolved() == TrainConfig(amp="none", channels_last=False)
 
 
 def test_linear_lr_scaling_rule() -> None:

@@ -325,6 +325,7 @@ def prepare_out(out: Path, cfg: TrainConfig, resume: bool, info: DistInfo) -> No
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train (or resume) a run into ``out``; returns the final metrics and timing."""
     info = init_distributed()
+    cfg = cfg.resolved()
     out = Path(out)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
