@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -89,29 +90,13 @@ def fit_latency(name: str, max_latency_s: float, *, engine: str = "eager", batch
     budget = 1000 * max_latency_s
     lo_limit = math.ceil(smallest_phi(name) / STEP)
     hi_limit = int(max_phi / STEP)
-    if ms(0) <= budget:  # bracket upwards: lo fits, hi does not
-        lo, hi, jump = 0, 1, 1
-        while ms(hi) <= budget:
-            if hi >= hi_limit:
-                raise SpecError(f"phi={max_phi:g} still meets {budget:g} ms; the budget is too loose to fit")
-            lo, jump = hi, jump * 2
-            hi = min(hi + jump, hi_limit)
-    else:  # bracket downwards
-        hi, jump = 0, 1
-        while True:
-            lo = max(hi - jump, lo_limit)
-            if ms(lo) <= budget:
-                break
-            if lo == lo_limit:
-                raise SpecError(f"even the smallest {name} (phi={lo_limit * STEP:g}) takes {ms(lo):.1f} ms > "
-                                f"{budget:g} ms on {engine}; raise the budget or pick a smaller baseline")
-            hi, jump = lo, jump * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ms(mid) <= budget:
-            lo = mid
-        else:
-            hi = mid
+    try:
+        lo = _largest_fitting(lambda k: ms(k) <= budget, 0, lo_limit, hi_limit, 1)
+    except _OutOfRange as e:
+        if e.at_ceiling:
+            raise SpecError(f"phi={max_phi:g} still meets {budget:g} ms; the budget is too loose to fit") from None
+        raise SpecError(f"even the smallest {name} (phi={lo_limit * STEP:g}) takes {ms(lo_limit):.1f} ms > "
+                        f"{budget:g} ms on {engine}; raise the budget or pick a smaller baseline") from None
     return LatencyFit(name, engine, batch, budget, lo * STEP, ms(lo), ms(lo + 1),
                       get_spec(name, phi=lo * STEP).resolution, dict(sorted(cache.items())))
 
@@ -129,28 +114,48 @@ def fit_train_memory(name: str, max_bytes: float, batch: int, *, amp: str = "non
                                      grad_checkpointing=grad_checkpointing, optimizer=optimizer).total
 
     floor, ceiling = math.ceil(smallest_phi(name) * 100), int(max_phi * 100)
-    lo = 0 if floor <= 0 else floor
-    if cost(lo) > max_bytes:  # bracket downwards from φ = 0
-        hi, jump = lo, 25
-        while True:
-            lo = max(hi - jump, floor)
-            if cost(lo) <= max_bytes:
-                break
-            if lo == floor:
-                raise SpecError(f"even the smallest {name} (phi={floor / 100:g}) needs {cost(lo) / 2**30:.2f} GiB "
-                                f"at batch {batch}; lower the batch, add --grad-checkpointing, or raise the budget")
-            hi, jump = lo, jump * 2
-    else:  # bracket upwards
-        hi, jump = lo + 25, 25
-        while cost(hi) <= max_bytes:
+    try:
+        lo = _largest_fitting(lambda k: cost(k) <= max_bytes, max(0, floor), floor, ceiling, 25)
+    except _OutOfRange as e:
+        if e.at_ceiling:
+            raise SpecError(f"phi={max_phi:g} still fits; the budget is too large to be meaningful") from None
+        raise SpecError(f"even the smallest {name} (phi={floor / 100:g}) needs {cost(floor) / 2**30:.2f} GiB "
+                        f"at batch {batch}; lower the batch, add --grad-checkpointing, or raise the budget") from None
+    return MemoryFit(name, batch, max_bytes, lo / 100, cost(lo), cost(lo + 1))
+
+
+class _OutOfRange(Exception):
+    def __init__(self, at_ceiling: bool) -> None:
+        self.at_ceiling = at_ceiling
+
+
+def _largest_fitting(fits: Callable[[int], bool], start: int, floor: int, ceiling: int, jump: int) -> int:
+    """The largest grid index k in [floor, ceiling) with ``fits(k)``, assuming cost grows with k.
+
+    Brackets from ``start`` by doubling steps (up if ``start`` fits, else down), then bisects, so a
+    latency fit times O(log n) networks instead of every grid point. Raises :class:`_OutOfRange` when
+    even ``floor`` does not fit or ``ceiling`` still does.
+    """
+    if fits(start):  # bracket upwards: lo fits, hi does not
+        lo, hi = start, min(start + jump, ceiling)
+        while fits(hi):
             if hi >= ceiling:
-                raise SpecError(f"phi={max_phi:g} still fits; the budget is too large to be meaningful")
+                raise _OutOfRange(at_ceiling=True)
             lo, jump = hi, jump * 2
             hi = min(hi + jump, ceiling)
-    while hi - lo > 1:  # invariant: lo fits, hi does not
+    else:  # bracket downwards
+        hi = start
+        while True:
+            lo = max(hi - jump, floor)
+            if fits(lo):
+                break
+            if lo == floor:
+                raise _OutOfRange(at_ceiling=False)
+            hi, jump = lo, jump * 2
+    while hi - lo > 1:
         mid = (lo + hi) // 2
-        if cost(mid) <= max_bytes:
+        if fits(mid):
             lo = mid
         else:
             hi = mid
-    return MemoryFit(name, batch, max_bytes, lo / 100, cost(lo), cost(hi))
+    return lo
