@@ -91,8 +91,11 @@ def test_ema_follows_tf_num_updates_rule() -> None:
 
 def test_lean_training_defaults_resolve_per_machine() -> None:
     cfg = TrainConfig().resolved()
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert cfg.channels_last is True and cfg.amp == ("bf16" if native else "none")
+    if torch.cuda.is_available():
+        expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    else:
+        expected = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "none"
+    assert cfg.channels_last is True and cfg.amp == expected
     assert TrainConfig(amp="none", channels_last=False).resolved() == TrainConfig(amp="none", channels_last=False)
 
 

@@ -60,7 +60,7 @@ class TrainConfig:
     freeze_stages: int = 0  # freeze stem and stages 1..k
     body_lr_mult: float = 1.0  # lr multiplier for everything but the classifier
     # engine
-    amp: str = "auto"  # auto (bf16 where the CPU has native bf16, else none) | none | bf16 | fp16
+    amp: str = "auto"  # auto (GPU: bf16, else fp16; CPU: bf16 where native, else none) | none | bf16 | fp16
     channels_last: bool | None = None  # default: on (oneDNN runs depthwise convs NHWC ~1.5-10x faster)
     grad_checkpointing: bool = False  # recompute each stage in backward: less peak memory, more step time
     sync_bn: bool = False  # GPU only
@@ -102,8 +102,11 @@ class TrainConfig:
         if self.amp == "auto":
             import torch
 
-            native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-            changes["amp"] = "bf16" if native else "none"
+            if torch.cuda.is_available():  # the loop trains on the GPU then
+                changes["amp"] = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+                changes["amp"] = "bf16" if native else "none"
         return dataclasses.replace(self, **changes) if changes else self
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,8 @@ class Run:
     loss_sum: float = 0.0  # of the current epoch, so a resumed epoch reports the same mean loss
     loss_count: int = 0
     tb: Any = None  # a TensorBoard SummaryWriter on rank 0 when the package is installed
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    scaler: Any = None  # torch.amp.GradScaler, active only for fp16 on a GPU
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> ConvNet:
@@ -155,13 +157,15 @@ def _loader_kwargs(cfg: TrainConfig, epoch: int = 0) -> dict[str, Any]:
     # resumed epoch (one more loader) would shift the dropout/drop-path random stream.
     return {"num_workers": cfg.workers, "persistent_workers": False,
             "generator": torch.Generator().manual_seed(cfg.seed * 31 + epoch),
-            "multiprocessing_context": "fork" if cfg.workers and os.name == "posix" else None}
+            "multiprocessing_context": "fork" if cfg.workers and os.name == "posix" else None,
+            "pin_memory": torch.cuda.is_available()}
 
 
 def setup(cfg: TrainConfig, info: DistInfo) -> Run:
     torch.manual_seed(cfg.seed)
+    device = _device(info)
     train_base, val_base, classes = _datasets(cfg)
-    model = build_model(cfg, len(classes))
+    model = build_model(cfg, len(classes)).to(device)
     pre = _preprocessing(cfg, model)
     augment = None if cfg.augment == "none" else cfg.augment
     crop_min = cfg.crop_scale_min if cfg.crop_scale_min is not None else (
@@ -184,17 +188,28 @@ def setup(cfg: TrainConfig, info: DistInfo) -> Run:
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     ddp: nn.Module = model
     if info.enabled:
-        if cfg.sync_bn:
+        if cfg.sync_bn and device.type != "cuda":
             raise EffnetError("sync_bn needs GPUs (NCCL); on CPU each rank keeps its BN and buffers are averaged")
-        ddp = nn.parallel.DistributedDataParallel(model)
+        if cfg.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[assignment]
+        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     lrs = {"classifier": 1.0, "": cfg.body_lr_mult} if cfg.body_lr_mult != 1.0 else None
     optimizer = build_optimizer(model, cfg.optimizer, cfg.base_lr(info.world), weight_decay=cfg.weight_decay,
                                 momentum=cfg.momentum, param_lrs=lrs)
     schedule = Schedule(cfg.base_lr(info.world), sampler.batches_per_epoch, cfg.epochs, cfg.warmup_epochs,
                         cfg.schedule, cfg.decay_epochs, cfg.decay_rate)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16" and device.type == "cuda")
     return Run(cfg, model, ddp, ema, optimizer, schedule, sampler, train_set, val_loader, classes, pre, info,
-               history=[])
+               history=[], device=device, scaler=scaler)
+
+
+def _device(info: DistInfo) -> torch.device:
+    """This process's GPU (torchrun's LOCAL_RANK) when CUDA is available, else the CPU."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(info.local_rank)
+        return torch.device("cuda", info.local_rank)
+    return torch.device("cpu")
 
 
 def _state(run: Run) -> dict[str, Any]:
@@ -239,7 +254,7 @@ def load_state(run: Run, out: Path) -> None:
 
 def _loss(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.cfg.amp)
-    with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
+    with torch.autocast(run.device.type, dtype=amp, enabled=amp is not None):
         logits = run.ddp(x)
     return F.cross_entropy(logits.float(), y, label_smoothing=run.cfg.label_smoothing)
 
@@ -251,13 +266,15 @@ def train_epoch(run: Run, out: Path, bar: Any) -> float:
     loader = DataLoader(run.train_set, batch_sampler=run.sampler, **_loader_kwargs(run.cfg, run.epoch))
     run.ddp.train()
     for x, y in loader:
+        x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
         if run.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         set_lr(run.optimizer, run.schedule(run.step))
         loss = _loss(run, x, y)
         run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        run.scaler.scale(loss).backward()  # fp16 on a GPU: loss scaling; otherwise a plain backward and step
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
         if run.ema is not None:
             run.ema.update(run.model)
         run.step, run.batch_in_epoch = run.step + 1, run.batch_in_epoch + 1
