@@ -79,3 +79,18 @@ def test_fit_max_latency_meets_the_budget_and_the_next_step_does_not(capsys, mon
     assert cli.main(["fit", "efficientnet_b0", "--max-latency", "7ms", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["phi"] == -0.5 and r["ms"] <= 7 < r["next_ms"]
+
+
+def test_bench_train_reports_each_variant_with_its_memory_estimate(capsys):
+    """`effnet bench --train` end to end on a tiny network: one row per training variant, each with a
+    measured step time, measured peak memory and the spec-based estimate (no timing assertions)."""
+    torch.set_num_threads(1)
+    argv = ["bench", "resnet18", "--phi", "-4", "--train", "--grad-checkpointing", "--batch", "2", "--rounds", "1",
+            "--json"]
+    assert cli.main(argv) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["model"] == "resnet18" and r["batch"] == 2
+    assert [row["variant"] for row in r["rows"]] == ["effnet NCHW fp32", "effnet CL bf16", "effnet CL bf16 grad-ckpt"]
+    for row in r["rows"]:
+        assert row["step_s"] > 0 and row["images_per_s"] == pytest.approx(2 / row["step_s"])
+        assert row["memory_bytes"] > 0 and row["estimate_bytes"] > 0

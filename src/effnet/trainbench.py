@@ -86,7 +86,7 @@ def make_step(name: str, phi: float | None, v: Variant, batch: int, resolution: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return step
 
