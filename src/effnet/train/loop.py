@@ -215,6 +215,7 @@ def _device(info: DistInfo) -> torch.device:
 def _state(run: Run) -> dict[str, Any]:
     return {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "ema": run.ema.state_dict() if run.ema else None, "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
             "epoch": run.epoch, "step": run.step, "batch_in_epoch": run.batch_in_epoch,
             "loss_sum": run.loss_sum, "loss_count": run.loss_count,
             "best_top1": run.best_top1, "history": run.history, "config": run.cfg.to_dict()}
@@ -247,6 +248,8 @@ def load_state(run: Run, out: Path) -> None:
     if run.ema is not None and state["ema"] is not None:
         run.ema.load_state_dict(state["ema"])
     torch.set_rng_state(state["rng"])
+    if state.get("cuda_rng") is not None and run.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], run.device)
     run.epoch, run.step, run.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
     run.best_top1, run.history = state["best_top1"], state["history"]
     run.loss_sum, run.loss_count = state["loss_sum"], state["loss_count"]
