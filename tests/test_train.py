@@ -235,7 +235,8 @@ def test_finetune_freezes_stages_and_replaces_head(tmp_path: Path, capsys: pytes
     from effnet.train.loop import build_model
 
     cfg = tiny_cfg(init_checkpoint=str(src / "last.safetensors"), freeze_stages=3)
-    model = build_model(cfg, num_classes=4)  # a 4-class task from a 10-class checkpoint
+    with pytest.warns(UserWarning, match="phi=-8.0, total_stride=8 ignored"):  # TINY sets both
+        model = build_model(cfg, num_classes=4)  # a 4-class task from a 10-class checkpoint
     assert model.classifier.out_features == 4
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert frozen and all(n.startswith(("stem.", "stages.0.", "stages.1.", "stages.2.")) for n in frozen)
