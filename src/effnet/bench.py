@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from effnet.errors import EffnetError
+from effnet.plots import pyplot, save_figure
 
 __all__ = ["BenchRow", "effnet_contenders", "matmul_peak", "peer_contenders", "run_side_by_side"]
 
@@ -254,10 +255,7 @@ def bench_family(name: str, phis: list[float], *, engine: str = "eager", batch: 
 
 def plot_family(points: list[dict[str, Any]], path: str | Path, *, title: str) -> None:
     """Latency against MACs, with the line latency would follow if it were proportional to MACs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     macs = [p["macs"] / 1e9 for p in points]
     ms = [p["ms"] for p in points]
@@ -270,6 +268,4 @@ def plot_family(points: list[dict[str, Any]], path: str | Path, *, title: str) -
     ax.set_ylabel("latency, ms")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

@@ -19,6 +19,7 @@ from typing import Any
 
 from effnet.errors import EffnetError
 from effnet.macs import estimate_cost
+from effnet.plots import pyplot, save_figure
 from effnet.scaling import Coefficients, Multipliers, compound_multipliers, round_resolution, scale_spec
 from effnet.spec import NetworkSpec
 from effnet.textfmt import human, table
@@ -160,10 +161,7 @@ def summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def plot_compare(rows: Sequence[Mapping[str, Any]], path: str | Path, *, family: Sequence[Mapping[str, Any]] = (),
                  title: str = "") -> Path:
     """Accuracy vs MACs: each method's mean ± std (Fig. 8), and the compound family of STEP 2 as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     colors = {"baseline": "black", "depth": "tab:orange", "width": "tab:green", "resolution": "tab:purple",
               "compound": "tab:red", "compound-ref": "tab:brown"}
@@ -180,11 +178,7 @@ def plot_compare(rows: Sequence[Mapping[str, Any]], path: str | Path, *, family:
     ax.set_title(title or "single-dimension vs compound scaling at matched MACs")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def cam_grid(models: Mapping[str, Any], images: Any, labels: Sequence[int], classes: Sequence[str],
@@ -194,10 +188,7 @@ def cam_grid(models: Mapping[str, Any], images: Any, labels: Sequence[int], clas
 
     ``models`` maps method → trained ConvNet (1-channel input); ``images`` is uint8 (N, H, W).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from PIL import Image
 
     from effnet.cam import compute_cam, overlay
@@ -219,8 +210,4 @@ def cam_grid(models: Mapping[str, Any], images: Any, labels: Sequence[int], clas
                                  fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path, dpi=100)

@@ -4,18 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from effnet.errors import EffnetError
 from effnet.report import ScalingRow
 
 
-def plot_scaling(rows: Sequence[ScalingRow], path: str | Path, *, title: str = "") -> Path:
-    """Two panels against φ: MACs growth measured vs (α·β²·γ²)^φ (log scale), and parameters."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend: every effnet plot is a PNG file, and a server or CI
+    machine has no display. Imported on first use, so commands that draw nothing stay fast."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: int = 110) -> Path:
+    """Lay out, write and close ``fig`` (an open figure keeps its memory until closed)."""
+    out = Path(path)
+    fig.tight_layout()
+    fig.savefig(out, dpi=dpi)
+    pyplot().close(fig)
+    return out
+
+
+def plot_scaling(rows: Sequence[ScalingRow], path: str | Path, *, title: str = "") -> Path:
+    """Two panels against φ: MACs growth measured vs (α·β²·γ²)^φ (log scale), and parameters."""
+    plt = pyplot()
     out = Path(path)
     if out.suffix.lower() != ".png":
         raise EffnetError(f"plot file {str(out)!r} must end in .png")
@@ -37,7 +54,4 @@ def plot_scaling(rows: Sequence[ScalingRow], path: str | Path, *, title: str = "
         ax2.annotate(f"{r.resolution}px", (x, r.params / 1e6), fontsize=7, xytext=(3, -10),
                      textcoords="offset points")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from effnet.plots import pyplot, save_figure
 from effnet.search import SearchResult, TrialRecord
 from effnet.textfmt import table
 
@@ -38,10 +39,7 @@ def search_table(result: SearchResult) -> str:
 def plot_search(result: SearchResult, path: str | Path) -> Path:
     """Two panels: accuracy over the grid (β across, γ up, α as the label, colour = accuracy), and
     accuracy against the measured MACs ratio of each φ = 1 network to the baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     done = result.completed
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -75,11 +73,7 @@ def plot_search(result: SearchResult, path: str | Path) -> Path:
     ax2.set_title("accuracy vs MACs (STEP 1 candidates)")
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def summary(result: SearchResult) -> dict[str, Any]:

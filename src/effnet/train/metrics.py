@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from effnet.plots import pyplot, save_figure
+
 
 @dataclass
 class EvalMetrics:
@@ -85,10 +87,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
 
 def plot_confusion(metrics: EvalMetrics, classes: Sequence[str], path: str | Path, *, title: str = "") -> Path:
     """Row-normalised confusion matrix as a PNG (true class down, predicted across)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cm = torch.tensor(metrics.confusion, dtype=torch.float)
     norm = cm / cm.sum(1, keepdim=True).clamp(min=1)
@@ -107,8 +106,4 @@ def plot_confusion(metrics: EvalMetrics, classes: Sequence[str], path: str | Pat
     ax.set_ylabel("true")
     ax.set_title(title or f"top-1 {metrics.top1:.2f} % on {metrics.count} images")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    out = Path(path)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
