@@ -94,16 +94,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     class_map = ClassMap.from_arg(args.class_map) if args.class_map else None
     with _notes():
         r = evaluate_folder(model, args.data, class_map=class_map, batch_size=args.batch_size, workers=args.workers)
-    if args.confusion and r.metrics is not None:
+    if args.confusion:
         _plot_folder_confusion(r, args.confusion)
     if args.json:
         print(json.dumps({"model": model.spec.name, "data": args.data, **r.to_dict()}, indent=2))
         return 0
     print(f"{model.spec.name} on {args.data}: {r.num_images} images, {len(r.per_class)} classes"
           + (f", {len(r.skipped)} files skipped" if r.skipped else ""))
-    print(f"loss {r.loss:.4f}")
-    print(f"top-1 {r.top1:.2f}")
-    print(f"top-5 {r.top5:.2f}")
+    _print_scores(r.loss, r.top1, r.top5)
     if args.errors:
         for m in r.misclassified:
             print(f"{m.path}: true {m.true_name} ({m.true_index}) -> predicted {m.predicted_name} "
@@ -111,6 +109,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.confusion:
         print(f"wrote {args.confusion}")
     return 0
+
+
+def _print_scores(loss: float, top1: float, top5: float) -> None:
+    """The score lines of ``effnet eval``, the same for folders and built-in sets (scripts read them)."""
+    print(f"loss {loss:.4f}")
+    print(f"top-1 {top1:.2f}")
+    print(f"top-5 {top5:.2f}")
 
 
 def _plot_folder_confusion(r: Any, path: str) -> None:
@@ -149,9 +154,7 @@ def _eval_builtin(args: argparse.Namespace, model: ConvNet) -> int:
           f"{len(classes)} classes")
     print(table(["class", "images", "top-1"], [[c, sum(row), f"{a:.2f}"] for c, row, a in
                                                zip(classes, m.confusion, m.per_class, strict=True)]))
-    print(f"loss {m.loss:.4f}")
-    print(f"top-1 {m.top1:.2f}")
-    print(f"top-5 {m.top5:.2f}")
+    _print_scores(m.loss, m.top1, m.top5)
     if args.confusion:
         print(f"wrote {args.confusion}")
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,9 @@ class EvalResult:
     metrics: EvalMetrics | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # Without ``metrics``: asdict would deep-copy its confusion matrix (1M cells for an ImageNet
+        # model) only for it to be dropped; the JSON reports per-class accuracy instead.
+        d = asdict(replace(self, metrics=None))
         d.pop("metrics")
         d["per_class"] = [{**asdict(c), "accuracy": c.accuracy} for c in self.per_class]
         return d
