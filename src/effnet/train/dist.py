@@ -52,11 +52,3 @@ def barrier(info: DistInfo) -> None:
     if info.enabled:
         torch_dist.barrier()
 
-
-def broadcast_flag(value: bool, info: DistInfo) -> bool:
-    """Rank 0's decision, shared with every rank (e.g. 'stop: bad input')."""
-    if not info.enabled:
-        return value
-    t = torch.tensor([int(value)], device="cuda" if torch_dist.get_backend() == "nccl" else "cpu")
-    torch_dist.broadcast(t, 0)
-    return bool(t.item())
