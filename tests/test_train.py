@@ -134,6 +134,8 @@ def test_real_run_writes_everything_and_learns(tmp_path: Path, capsys: pytest.Ca
     assert "split seed 0): 359 images, 10 classes" in text and png.read_bytes()[:4] == b"\x89PNG"
     assert main(["eval", "--checkpoint", str(run / "last.safetensors"), "--data", "fashion-mnist",
                  "--class-map", "imagenet"]) == 2
+    assert main(["eval", "--checkpoint", ckpt, "--data", "digitz"]) == 2
+    assert "'digitz': no such folder; pass a folder of class folders or one of fashion-mnist" in capsys.readouterr().err
 
 
 def _train_cmd(out: Path, *extra: str, **changes: Any) -> list[str]:
