@@ -122,7 +122,7 @@ def _timm_onnx(model: nn.Module, example: torch.Tensor, workdir: Path) -> Runner
         warnings.simplefilter("ignore")
         torch.onnx.export(model.eval(), (example,), str(path), dynamo=True, optimize=True, verbose=False,
                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
-    return OrtModel(path)
+    return OrtModel(path, plans=False)  # plain ORT: the peer, not effnet's plans
 
 
 def peer_contenders(name: str, example: torch.Tensor, *, dtype: str = "fp32", onnx: bool = True,

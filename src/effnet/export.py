@@ -170,8 +170,8 @@ def load_pt2(path: str | Path) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
-def ort_session(path: str | Path, *, threads: int | None = None, optimized_path: str | Path | None = None) -> Any:
-    """An ONNX Runtime CPU session tuned for these machines.
+def _session_options(threads: int | None = None) -> Any:
+    """SessionOptions tuned for these machines.
 
     Graph optimisation level ALL (BN/activation fusion and the NCHWc layout), ``threads`` intra-op
     threads (default: torch's), one inter-op thread, and no spin-waiting: spinning ORT threads steal
@@ -185,22 +185,36 @@ def ort_session(path: str | Path, *, threads: int | None = None, optimized_path:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+def ort_session(path: str | Path, *, threads: int | None = None, optimized_path: str | Path | None = None) -> Any:
+    """A plain ONNX Runtime CPU session with :func:`_session_options` (what the peers are run with)."""
+    ort = require("onnxruntime")
+    so = _session_options(threads)
     if optimized_path is not None:
         so.optimized_model_filepath = str(optimized_path)
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 class OrtModel:
-    """An ONNX file as a callable on torch tensors (what :func:`effnet.optimize_for_inference` returns)."""
+    """An ONNX file as a callable on torch tensors (what :func:`effnet.optimize_for_inference` returns).
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+    With ``plans=True`` (the default) a model with squeeze-excitation runs each batch size through
+    an SE-folded plan of ORT's graph (:mod:`effnet.ort_plan`: no layout reorders around SE, checked
+    against the plain session on its first run); ``plans=False`` is plain ONNX Runtime.
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, plans: bool = True) -> None:
+        from effnet.ort_plan import PlannedSession
+
+        require("onnxruntime")
         self.path = Path(path)
-        self.session = ort_session(path, threads=threads)
-        self.input_name = self.session.get_inputs()[0].name
+        self.plans = plans
+        self.session = PlannedSession(path, lambda: _session_options(threads), max_plans=4 if plans else 0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().to(torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])
+        return torch.from_numpy(self.session.run(x.detach().to(torch.float32).contiguous().numpy()))
 
     def __repr__(self) -> str:
-        return f"OrtModel({str(self.path)!r})"
+        return f"OrtModel({str(self.path)!r}, plans={self.plans})"
