@@ -134,12 +134,15 @@ def fold_se_gates(proto: Any, batch: int) -> int:
             g_blocked = f"{mul.output[0]}_effnet_g"
             added.append(helper.make_node("ReorderInput", [gate.output[0]], [g_blocked], domain=_NCHWC,
                                           channels_last=0))
+        if batch == 1:  # [1, C', H, W] already is the folded shape: no reshapes (5 µs each at batch 1)
+            xr, yr = x_ro.input[0], after[0].output[0]
+        else:
+            added += [helper.make_node("Reshape", [x_ro.input[0], const([1, -1, 0, 0])], [xr]),
+                      helper.make_node("Reshape", [yr, const([batch, -1, 0, 0])], [after[0].output[0]])]
         added += [
-            helper.make_node("Reshape", [x_ro.input[0], const([1, -1, 0, 0])], [xr]),
             helper.make_node("Reshape", [g_blocked, const([-1, 1, 1, 1])], [wr]),
             helper.make_node("Conv", [xr, wr], [yr], domain=_NCHWC, group=batch * padded, kernel_shape=[1, 1],
                              strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1]),
-            helper.make_node("Reshape", [yr, const([batch, -1, 0, 0])], [after[0].output[0]]),
         ]
         count += 1
         removed |= {id(mul), id(after[0])}
