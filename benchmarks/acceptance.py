@@ -70,6 +70,7 @@ def _side_by_side(contenders: dict, batches: tuple[int, ...], rounds: int, error
 
 def section_infer(rounds: int, compile_: bool) -> None:
     from effnet.bench import effnet_contenders, peer_contenders
+    from effnet.export import OrtModel
     from effnet.registry import create_model
 
     print("\n## B0 @224 fp32, side by side", flush=True)
@@ -80,6 +81,8 @@ def section_infer(rounds: int, compile_: bool) -> None:
         ours = effnet_contenders(model, x2, engines=engines, workdir=tmp)
         peers = peer_contenders("efficientnet_b0", x2, workdir=tmp)
         errors = {k: v.max_error for k, v in ours.items()}
+        # effnet's own export in plain ORT: what the SE plans add, measured in the same rounds
+        ours["effnet export, plain ORT fp32"] = OrtModel(Path(tmp) / "model.onnx", plans=False)
         _side_by_side({**peers, **ours}, (1, 16), rounds, errors, ["timm eager fp32", "ORT on timm export fp32"])
 
 

@@ -13,6 +13,7 @@ the fp32 matmul peak measured in the same process (the machine's compute limit f
 
 from __future__ import annotations
 
+import random
 import resource
 import statistics
 import tempfile
@@ -160,13 +161,21 @@ def peer_contenders(name: str, example: torch.Tensor, *, dtype: str = "fp32", on
 
 def run_side_by_side(contenders: dict[str, Runner], x: torch.Tensor, *, rounds: int = 5, inner: int = 1,
                      warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds per call of each contender: ``rounds`` interleaved rounds of ``inner`` calls each."""
+    """Seconds per call of each contender: ``rounds`` interleaved rounds of ``inner`` calls each.
+
+    The order is shuffled every round (seeded): a contender's first call is slowed by whatever ran
+    before it (torch's OpenMP threads still spinning, caches holding another model's weights), and a
+    fixed order would hand that cost to the same contender every round."""
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for fn in contenders.values():
         for _ in range(warmup):
             fn(x)
+    order = list(contenders)
+    rng = random.Random(0)
     for _ in range(rounds):
-        for k, fn in contenders.items():
+        rng.shuffle(order)
+        for k in order:
+            fn = contenders[k]
             t = time.perf_counter()
             for _ in range(inner):
                 fn(x)
