@@ -19,7 +19,7 @@ pytest.importorskip("onnxscript")
 onnx = pytest.importorskip("onnx")
 
 from effnet.export import OrtModel, _session_options, export_onnx  # noqa: E402
-from effnet.ort_plan import PlannedSession, fold_se_gates, optimized_graph  # noqa: E402
+from effnet.ort_plan import PlannedSession, SplitSession, fold_se_gates, optimized_graph  # noqa: E402
 
 NCHWC = "com.microsoft.nchwc"
 
@@ -60,7 +60,7 @@ def test_fold_removes_the_reorders_around_every_se_gate(b0_onnx):
 @pytest.mark.parametrize("batch", [1, 3, 8])
 def test_plans_match_plain_ort_and_eager(b0_onnx, batch):
     model, path, _ = b0_onnx
-    planned, plain = OrtModel(path), OrtModel(path, plans=False)
+    planned, plain = OrtModel(path, threads=1), OrtModel(path, threads=1, plans=False)
     assert planned.session.gates == 16 and plain.session.gates == 0
     x = torch.randn(batch, 3, 96, 96)
     with warnings.catch_warnings():
@@ -75,12 +75,34 @@ def test_plans_match_plain_ort_and_eager(b0_onnx, batch):
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-4 * max(1.0, float(ref.abs().max())))
 
 
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_split_batches_run_in_single_threaded_shards_and_match(b0_onnx, batch):
+    _, path, _ = b0_onnx
+    runner = OrtModel(path, threads=2)
+    split = runner.session
+    assert isinstance(split, SplitSession) and split.gates == 16
+    assert all(shard.plain is split.whole.plain for shard in split.shards)  # one reference, no extra copies
+    x = torch.randn(batch, 3, 96, 96)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = runner(x)
+    torch.testing.assert_close(out, OrtModel(path, threads=1, plans=False)(x), rtol=0, atol=1e-6)
+    if batch >= 2:  # shards of ceil/floor(batch / 2) images, each through its own plan
+        sizes = sorted(len(part) for part in np.array_split(np.arange(batch), 2))
+        assert sorted(k for shard in split.shards for k, plan in shard._plans.items() if plan) == sizes
+        assert not split.whole._plans
+    else:
+        assert list(split.whole._plans) == [1]
+
+
 def test_a_model_without_se_runs_plain(tmp_path):
     path = export_onnx(randomize_bn(create_model("mobilenetv2", num_classes=10)), tmp_path / "m.onnx",
                        example=torch.randn(2, 3, 64, 64))
-    runner = OrtModel(path)
+    runner = OrtModel(path, threads=2)
     assert runner.session.gates == 0
-    assert runner(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+    assert all(shard.plain is not runner.session.whole.plain for shard in runner.session.shards)
+    x = torch.randn(3, 3, 64, 64)
+    torch.testing.assert_close(runner(x), OrtModel(path, threads=1, plans=False)(x), rtol=0, atol=1e-6)
 
 
 def test_a_plan_that_disagrees_falls_back_to_plain_ort(b0_onnx, monkeypatch):

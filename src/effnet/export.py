@@ -200,18 +200,27 @@ def ort_session(path: str | Path, *, threads: int | None = None, optimized_path:
 class OrtModel:
     """An ONNX file as a callable on torch tensors (what :func:`effnet.optimize_for_inference` returns).
 
-    With ``plans=True`` (the default) a model with squeeze-excitation runs each batch size through
-    an SE-folded plan of ORT's graph (:mod:`effnet.ort_plan`: no layout reorders around SE, checked
-    against the plain session on its first run); ``plans=False`` is plain ONNX Runtime.
+    With ``plans=True`` (the default) this is effnet's ORT engine (:mod:`effnet.ort_plan`): a model
+    with squeeze-excitation runs each batch size through an SE-folded plan of ORT's graph (no layout
+    reorders around SE; each plan checked against plain ORT on its first run), and a batch of at
+    least ``threads`` images is split across ``threads`` single-threaded sessions run at once.
+    ``plans=False`` is plain ONNX Runtime with ``threads`` intra-op threads (the benchmarks' peer).
     """
 
     def __init__(self, path: str | Path, *, threads: int | None = None, plans: bool = True) -> None:
-        from effnet.ort_plan import PlannedSession
+        from effnet.ort_plan import PlannedSession, SplitSession
 
         require("onnxruntime")
         self.path = Path(path)
         self.plans = plans
-        self.session = PlannedSession(path, lambda: _session_options(threads), max_plans=4 if plans else 0)
+        n = threads or torch.get_num_threads()
+        self.session: PlannedSession | SplitSession
+        if not plans:
+            self.session = PlannedSession(path, lambda: _session_options(n), max_plans=0)
+        elif n > 1:
+            self.session = SplitSession(path, _session_options, n)
+        else:
+            self.session = PlannedSession(path, lambda: _session_options(1))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(x.detach().to(torch.float32).contiguous().numpy()))
