@@ -27,7 +27,7 @@ from torch import nn
 from effnet.errors import EffnetError
 from effnet.fold import check_parity, prepare_for_export
 
-__all__ = ["ExportError", "OrtModel", "export_onnx", "export_pt2", "load_pt2", "ort_session", "require"]
+__all__ = ["ExportError", "OrtModel", "export_onnx", "export_pt2", "load_pt2", "require"]
 
 # Batch sizes a dynamic-batch export must accept; the example uses 2 because torch.export
 # specialises a dimension of size 1 to a constant.
@@ -186,15 +186,6 @@ def _session_options(threads: int | None = None) -> Any:
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
-
-
-def ort_session(path: str | Path, *, threads: int | None = None, optimized_path: str | Path | None = None) -> Any:
-    """A plain ONNX Runtime CPU session with :func:`_session_options` (what the peers are run with)."""
-    ort = require("onnxruntime")
-    so = _session_options(threads)
-    if optimized_path is not None:
-        so.optimized_model_filepath = str(optimized_path)
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 class OrtModel:
