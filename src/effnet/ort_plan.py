@@ -44,17 +44,22 @@ _MAX_PLANS = 4
 _ELEMENTWISE = {"QuickGelu", "Sigmoid", "Relu", "Tanh", "HardSigmoid", "LeakyRelu", "Clip"}
 
 
-def optimized_graph(path: str | Path, session_options: Any) -> Any:
-    """ORT's fully optimised graph of ``path`` (NCHWc nodes, fused BN/activations) as a ModelProto."""
+def _optimized_session(path: str | Path, session_options: Any) -> tuple[Any, Any]:
+    """An ORT session on ``path`` and the fully optimised graph it built (NCHWc nodes, fused
+    BN/activations) as a ModelProto: one graph optimisation serves both."""
     import onnx
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="effnet-ort-") as tmp:
         out = os.path.join(tmp, "optimized.onnx")
         session_options.optimized_model_filepath = out
-        ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
-        session_options.optimized_model_filepath = ""
-        return onnx.load(out)
+        session = ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
+        return session, onnx.load(out)
+
+
+def optimized_graph(path: str | Path, session_options: Any) -> Any:
+    """ORT's fully optimised graph of ``path`` (NCHWc nodes, fused BN/activations) as a ModelProto."""
+    return _optimized_session(path, session_options)[1]
 
 
 def _shapes(proto: Any) -> dict[str, list[int | str]]:
@@ -207,22 +212,21 @@ class PlannedSession:
         if like is not None and like.gates:
             self.plain, self.input_name, self.gates, self._graph = like.plain, like.input_name, like.gates, like._graph
             return
-        self.plain = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
-        self.input_name = self.plain.get_inputs()[0].name
+        self.plain: Any = None
         self.gates = 0
         self._graph: Any = None
-        if max_plans <= 0 or like is not None:  # like without gates: nothing to plan
-            return
-        try:
-            graph = optimized_graph(path, session_options())
-            probe = type(graph)()
-            probe.CopyFrom(graph)
-            self.gates = fold_se_gates(probe, 1)
-        except Exception as e:  # an ORT or onnx version whose optimised graph we cannot read
-            warnings.warn(f"effnet: SE-gate plans disabled for {Path(path).name}: {e}", stacklevel=2)
-            graph = None
-        if self.gates:
-            self._graph = graph
+        if max_plans > 0 and like is None:  # (like without gates: nothing to plan)
+            try:  # the plain session saves the graph it optimised: the plans start from that
+                self.plain, graph = _optimized_session(path, session_options())
+                probe = type(graph)()
+                probe.CopyFrom(graph)
+                self.gates = fold_se_gates(probe, 1)
+                self._graph = graph if self.gates else None
+            except Exception as e:  # an ORT or onnx version whose optimised graph we cannot read
+                warnings.warn(f"effnet: SE-gate plans disabled for {Path(path).name}: {e}", stacklevel=2)
+        if self.plain is None:
+            self.plain = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+        self.input_name = self.plain.get_inputs()[0].name
 
     def _plan(self, batch: int) -> Any:
         with self._lock:
