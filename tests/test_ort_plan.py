@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from effnet.errors import EffnetError
 from effnet.registry import create_model
 from helpers import randomize_bn
 
@@ -121,3 +122,15 @@ def test_a_plan_that_disagrees_falls_back_to_plain_ort(b0_onnx, monkeypatch):
         out = session.run(x)
     np.testing.assert_array_equal(out, session.plain.run(None, {session.input_name: x})[0])
     assert session._plans[2] is None  # the batch size stays on the plain session
+
+
+@pytest.mark.parametrize("plans", [True, False])
+def test_a_missing_or_corrupt_file_is_named_without_a_plan_warning(tmp_path, plans):
+    with pytest.raises(EffnetError, match=r"no ONNX file at .*nope\.onnx.*effnet export"):
+        OrtModel(tmp_path / "nope.onnx", plans=plans)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the load error itself, not "SE-gate plans disabled"
+        with pytest.raises(EffnetError, match=r"ONNX Runtime cannot load .*bad\.onnx"):
+            OrtModel(bad, threads=2, plans=plans)

@@ -204,14 +204,20 @@ class OrtModel:
         require("onnxruntime")
         self.path = Path(path)
         self.plans = plans
+        if not self.path.is_file():
+            raise EffnetError(f"no ONNX file at {self.path}; write one with `effnet export` or effnet.export_onnx")
         n = threads or torch.get_num_threads()
         self.session: PlannedSession | SplitSession
-        if not plans:
-            self.session = PlannedSession(path, lambda: _session_options(n), max_plans=0)
-        elif n > 1:
-            self.session = SplitSession(path, _session_options, n)
-        else:
-            self.session = PlannedSession(path, lambda: _session_options(1))
+        try:
+            if not plans:
+                self.session = PlannedSession(path, lambda: _session_options(n), max_plans=0)
+            elif n > 1:
+                self.session = SplitSession(path, _session_options, n)
+            else:
+                self.session = PlannedSession(path, lambda: _session_options(1))
+        except Exception as e:  # ORT's load errors: a truncated or non-ONNX file, an unknown operator
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EffnetError(f"ONNX Runtime cannot load {self.path}: {first[:300]}") from e
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.session.run(x.detach().to(torch.float32).contiguous().numpy()))

@@ -46,7 +46,8 @@ _ELEMENTWISE = {"QuickGelu", "Sigmoid", "Relu", "Tanh", "HardSigmoid", "LeakyRel
 
 def _optimized_session(path: str | Path, session_options: Any) -> tuple[Any, Any]:
     """An ORT session on ``path`` and the fully optimised graph it built (NCHWc nodes, fused
-    BN/activations) as a ModelProto: one graph optimisation serves both."""
+    BN/activations) as a ModelProto, or None where ORT's saved graph cannot be read back: one graph
+    optimisation serves both. A missing or corrupt model raises ORT's error, as a plain session does."""
     import onnx
     import onnxruntime as ort
 
@@ -54,12 +55,18 @@ def _optimized_session(path: str | Path, session_options: Any) -> tuple[Any, Any
         out = os.path.join(tmp, "optimized.onnx")
         session_options.optimized_model_filepath = out
         session = ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
-        return session, onnx.load(out)
+        try:
+            return session, onnx.load(out)
+        except Exception:  # an ORT or onnx version whose saved graph does not load
+            return session, None
 
 
 def optimized_graph(path: str | Path, session_options: Any) -> Any:
     """ORT's fully optimised graph of ``path`` (NCHWc nodes, fused BN/activations) as a ModelProto."""
-    return _optimized_session(path, session_options)[1]
+    graph = _optimized_session(path, session_options)[1]
+    if graph is None:
+        raise RuntimeError(f"ONNX Runtime's optimised graph of {path} cannot be read back")
+    return graph
 
 
 def _shapes(proto: Any) -> dict[str, list[int | str]]:
@@ -212,19 +219,21 @@ class PlannedSession:
         if like is not None and like.gates:
             self.plain, self.input_name, self.gates, self._graph = like.plain, like.input_name, like.gates, like._graph
             return
-        self.plain: Any = None
         self.gates = 0
         self._graph: Any = None
         if max_plans > 0 and like is None:  # (like without gates: nothing to plan)
-            try:  # the plain session saves the graph it optimised: the plans start from that
-                self.plain, graph = _optimized_session(path, session_options())
+            # the plain session saves the graph it optimised: the plans start from that
+            self.plain, graph = _optimized_session(path, session_options())
+            try:
+                if graph is None:
+                    raise RuntimeError("ONNX Runtime's saved graph cannot be read back")
                 probe = type(graph)()
                 probe.CopyFrom(graph)
                 self.gates = fold_se_gates(probe, 1)
                 self._graph = graph if self.gates else None
             except Exception as e:  # an ORT or onnx version whose optimised graph we cannot read
                 warnings.warn(f"effnet: SE-gate plans disabled for {Path(path).name}: {e}", stacklevel=2)
-        if self.plain is None:
+        else:
             self.plain = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
         self.input_name = self.plain.get_inputs()[0].name
 
