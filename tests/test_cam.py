@@ -13,7 +13,7 @@ from torch import nn
 
 from effnet import create_model
 from effnet.cam import class_activation_map, compute_cam, grad_cam, normalize_cam, overlay, upsample_cam
-from effnet.cli import main
+from effnet.cli.app import main
 from effnet.errors import EffnetError
 from effnet.model import ConvNet
 from effnet.spec import NetworkSpec

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from effnet.cli import main
+from effnet.cli.app import main
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

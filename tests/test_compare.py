@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from effnet.compare import choose_phi, match_single, plan_arms, summarize, winner
 from effnet.errors import EffnetError
 from effnet.macs import estimate_cost
 from effnet.scaling import Coefficients, Multipliers, scale_spec
-from effnet.trials import resolve_baseline
+from effnet.search.compare import choose_phi, match_single, plan_arms, summarize, winner
+from effnet.search.trials import resolve_baseline
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -89,9 +89,9 @@ def test_demo_pipeline_writes_a_report_with_real_pngs(tmp_path: Path, one_thread
     pytest.importorskip("optuna")
     if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-    from effnet.cli import main
-    from effnet.demo import DemoPlan, run_demo
-    from effnet.search import GridSettings
+    from effnet.cli.app import main
+    from effnet.search.demo import DemoPlan, run_demo
+    from effnet.search.grid import GridSettings
     from effnet.train.budget import Budget
 
     plan = DemoPlan(depth=0.25, width=0.25, resolution=16, grid=GridSettings(step=0.2, target=2.0, tol=0.1),
@@ -121,7 +121,7 @@ def test_demo_pipeline_writes_a_report_with_real_pngs(tmp_path: Path, one_thread
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path: Path, capsys) -> None:
-    from effnet.cli import main
+    from effnet.cli.app import main
 
     assert main(["search", "efficientnet_b0", "--step", "0.3", "--tol", "0.01", "--out", str(tmp_path)]) == 2
     assert "no (alpha, beta, gamma) on a 0.3-step grid" in capsys.readouterr().err

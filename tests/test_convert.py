@@ -20,7 +20,7 @@ from effnet.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
-from effnet.cli import main
+from effnet.cli.app import main
 from effnet.convert import from_lukemelas, from_timm, lukemelas_overrides, timm_target
 from effnet.data import INCEPTION_PREPROCESSING
 from effnet.errors import CheckpointError, EffnetError

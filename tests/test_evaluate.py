@@ -15,7 +15,7 @@ from PIL import Image
 
 from effnet import create_model
 from effnet.checkpoint import save_checkpoint
-from effnet.cli import main
+from effnet.cli.app import main
 from effnet.data import ClassMap
 from effnet.errors import DataError
 from effnet.evaluate import evaluate_folder, predict

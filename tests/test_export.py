@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from effnet.deploy.fold import fold_bn, prepare_for_export
 from effnet.errors import EffnetError
-from effnet.fold import fold_bn, prepare_for_export
 from effnet.model import ConvNet
 from effnet.registry import create_model
 from helpers import randomize_bn
@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 onnx = pytest.importorskip("onnx")
 
-from effnet.export import ExportError, OrtModel, export_onnx, export_pt2, load_pt2  # noqa: E402
+from effnet.deploy.export import ExportError, OrtModel, export_onnx, export_pt2, load_pt2  # noqa: E402
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> None:

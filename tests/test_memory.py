@@ -8,7 +8,7 @@ import torch
 
 from effnet import cli
 from effnet.catalog import get_spec
-from effnet.memory import estimate_train_memory
+from effnet.deploy.memory import estimate_train_memory
 from effnet.model import ConvNet
 
 

@@ -19,8 +19,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 onnx = pytest.importorskip("onnx")
 
-from effnet.export import OrtModel, _session_options, export_onnx  # noqa: E402
-from effnet.ort_plan import PlannedSession, SplitSession, fold_se_gates, optimized_graph  # noqa: E402
+from effnet.deploy.export import OrtModel, _session_options, export_onnx  # noqa: E402
+from effnet.deploy.ort_plan import PlannedSession, SplitSession, fold_se_gates, optimized_graph  # noqa: E402
 
 NCHWC = "com.microsoft.nchwc"
 
@@ -39,21 +39,45 @@ def _ops(proto) -> collections.Counter:
     return collections.Counter(n.op_type for n in proto.graph.node)
 
 
+def _through_reshapes(name: str, step, onward) -> list:
+    """The nodes reached from tensor ``name`` by ``step`` (to producers or users), skipping the plan's
+    own Reshapes (``onward`` names the tensor a Reshape leads on to)."""
+    out = []
+    for n in step(name):
+        out += _through_reshapes(onward(n), step, onward) if n.op_type == "Reshape" else [n]
+    return out
+
+
 def test_fold_removes_the_reorders_around_every_se_gate(b0_onnx):
+    """Structural, so that it holds on every CPU: ORT's NCHWc block is 16 floats with AVX-512 and 8
+    with AVX2, and where a gate stays NCHW the plan blocks it with a ReorderInput of its own (a few
+    floats per image). What must hold everywhere: no Mul is left, every SE block has one gate conv,
+    and no layout reorder touches the feature map on either side of a gate."""
     _, _, graph = b0_onnx
     before = _ops(graph)
-    assert before["Mul"] == 16 and before["ReorderInput"] >= 16  # ORT's own graph: NCHW Mul per SE block
+    assert before["Mul"] == 16 and before["ReorderOutput"] >= 32  # ORT's own graph: NCHW Mul per SE block
     folded = type(graph)()
     folded.CopyFrom(graph)
     assert fold_se_gates(folded, 4) == 16
     after = _ops(folded)
     assert after["Mul"] == 0
-    assert after["ReorderInput"] == before["ReorderInput"] - 16
-    assert after["ReorderOutput"] == before["ReorderOutput"] - 32  # the feature map's and the gate's
+    assert after["ReorderOutput"] <= before["ReorderOutput"] - 16  # at least each feature map's
+    producer = {o: n for n in folded.graph.node for o in n.output}
+    users = collections.defaultdict(list)
+    for n in folded.graph.node:
+        for i in n.input:
+            users[i].append(n)
     gates = [n for n in folded.graph.node if n.op_type == "Conv" and n.domain == NCHWC
              and any(a.name == "group" and a.i > 1 and a.i % 4 == 0 for a in n.attribute)
              and n.input[1].endswith("_effnet_w")]
     assert len(gates) == 16  # one batch-folded depthwise gate conv per SE block, group = 4 · C'
+    reorders = {"ReorderInput", "ReorderOutput"}
+    for gate in gates:
+        sources = _through_reshapes(gate.input[0], lambda o: [producer[o]] if o in producer else [],
+                                    lambda n: n.input[0])
+        sinks = _through_reshapes(gate.output[0], lambda o: users[o], lambda n: n.output[0])
+        assert sources and sinks
+        assert not any(n.op_type in reorders for n in sources + sinks), gate.name
     names = [n.name for n in folded.graph.node]
     assert len(names) == len(set(names))
 

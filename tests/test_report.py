@@ -7,7 +7,7 @@ import json
 import pytest
 
 from effnet import SpecError, estimate_cost, get_spec
-from effnet.report import fit_phi, scaling_report, table3_report
+from effnet.scaling_law import fit_phi, scaling_report, table3_report
 
 
 def test_scaling_report_rows() -> None:

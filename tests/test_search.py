@@ -10,8 +10,8 @@ import time
 import pytest
 
 from effnet.errors import EffnetError
-from effnet.search import Candidate, GridSettings, grid_candidates, load_result, rank_records
-from effnet.search_study import collect, open_storage, open_study, reap_stale, redact, run_worker
+from effnet.search.grid import Candidate, GridSettings, grid_candidates, load_result, rank_records
+from effnet.search.study import collect, open_storage, open_study, reap_stale, redact, run_worker
 
 GRID = GridSettings(step=0.1, target=2.0, tol=0.05)
 
@@ -81,7 +81,7 @@ def test_study_runs_every_candidate_ranks_them_and_records_a_failure(tmp_path) -
 
 
 def test_ranking_is_deterministic_with_ties() -> None:
-    from effnet.search import TrialRecord
+    from effnet.search.grid import TrialRecord
 
     recs = [TrialRecord(Candidate(i, 1.0 + i / 10, 1.0, 1.0, macs_ratio=2.0 - i / 100), "COMPLETE", 90.0)
             for i in range(4)] + [TrialRecord(Candidate(9, 1, 1, 1), "FAIL", error="x")]
@@ -118,7 +118,7 @@ def test_unreachable_storage_is_a_clear_error(tmp_path) -> None:
 def test_stale_running_trial_is_failed_and_queued_again(tmp_path) -> None:
     storage = open_storage(str(tmp_path / "s.log"))
     open_study(storage, "s", GRID, grid_candidates(GRID), {})
-    from effnet.search_study import _pop
+    from effnet.search.study import _pop
 
     study_id = storage.get_study_id_from_name("s")
     orphan = _pop(storage, study_id)  # taken by a worker that then dies: RUNNING, no heartbeat
@@ -133,7 +133,7 @@ def test_stale_running_trial_is_failed_and_queued_again(tmp_path) -> None:
 
 
 def test_level0_modules_do_not_import_torch() -> None:
-    code = ("import sys, effnet.search, effnet.search_study, effnet.compare; "
+    code = ("import sys, effnet.search.grid, effnet.search.study, effnet.search.compare; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

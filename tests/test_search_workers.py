@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from effnet.search_study import collect, open_storage
+from effnet.search.study import collect, open_storage
 
 WORKER = str(Path(__file__).with_name("search_worker.py"))
 

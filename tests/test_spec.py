@@ -60,8 +60,8 @@ def test_from_dict_rejects_unknown_keys(tiny_spec: NetworkSpec) -> None:
 
 
 def test_level0_modules_import_without_torch() -> None:
-    code = ("import effnet, effnet.spec, effnet.scaling, effnet.macs, effnet.catalog, effnet.report, effnet.arch, "
-            "effnet.cli, effnet.ort_plan, sys; effnet.get_spec('efficientnet_b7', phi=1); "
+    code = ("import effnet, effnet.spec, effnet.scaling, effnet.macs, effnet.catalog, effnet.scaling_law, effnet.arch, "
+            "effnet.cli.app, effnet.deploy.ort_plan, sys; effnet.get_spec('efficientnet_b7', phi=1); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -70,3 +70,14 @@ def test_total_stride_and_num_blocks() -> None:
     b0 = get_spec("efficientnet_b0")
     assert b0.total_stride == 32 and b0.num_blocks == 16
     assert get_spec("resnet50").total_stride == 32
+
+
+def test_block_kinds_and_activations_are_one_list() -> None:
+    """spec.BLOCK_TYPES and spec.ACTIVATIONS are what a spec may name; the model builder, the MAC
+    counter and the activation table must cover exactly those, so a new kind cannot be half-added."""
+    from effnet import macs, model
+    from effnet.layers import activation
+    from effnet.spec import ACTIVATIONS, BLOCK_TYPES
+
+    assert set(model._BLOCKS) == set(BLOCK_TYPES) == set(macs._BLOCK_COSTS)
+    assert set(activation._ACTIVATIONS) == set(ACTIVATIONS)

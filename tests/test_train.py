@@ -20,7 +20,7 @@ from torch import nn
 
 from effnet import EffnetError
 from effnet.checkpoint import load_model, read_checkpoint
-from effnet.cli import main
+from effnet.cli.app import main
 from effnet.train.config import TrainConfig, load_config
 from effnet.train.ema import ModelEma
 from effnet.train.optim import RMSpropTF, Schedule, param_groups

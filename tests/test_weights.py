@@ -11,7 +11,7 @@ import torch
 
 from effnet import create_model
 from effnet.catalog import MODELS
-from effnet.cli import main
+from effnet.cli.app import main
 from effnet.convert import from_lukemelas
 from effnet.data import INCEPTION_PREPROCESSING
 from effnet.errors import EffnetError

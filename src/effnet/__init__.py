@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from effnet.catalog import get_spec, list_models
 from effnet.errors import DataError, EffnetError, SpecError
-from effnet.macs import estimate_cost, estimate_macs, estimate_params
+from effnet.macs import estimate_cost
 from effnet.scaling import (
     PAPER_COEFFICIENTS,
     Coefficients,
@@ -25,7 +25,7 @@ from effnet.spec import HeadSpec, NetworkSpec, StageSpec, StemSpec
 
 if TYPE_CHECKING:
     from effnet.checkpoint import load_model, save_checkpoint
-    from effnet.inference import optimize_for_inference
+    from effnet.deploy.inference import optimize_for_inference
     from effnet.model import ConvNet, FeatureExtractor
     from effnet.registry import create_model
 
@@ -37,7 +37,7 @@ _LAZY = {
     "FeatureExtractor": "effnet.model",
     "load_model": "effnet.checkpoint",
     "save_checkpoint": "effnet.checkpoint",
-    "optimize_for_inference": "effnet.inference",
+    "optimize_for_inference": "effnet.deploy.inference",
 }
 
 
@@ -53,7 +53,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "PAPER_COEFFICIENTS", "Coefficients", "ConvNet", "DataError", "EffnetError", "FeatureExtractor",
     "HeadSpec", "Multipliers", "NetworkSpec", "SpecError", "StageSpec", "StemSpec", "compound_multipliers",
-    "create_model", "estimate_cost", "estimate_macs", "estimate_params", "get_spec", "implied_phi",
+    "create_model", "estimate_cost", "get_spec", "implied_phi",
     "list_models", "load_model", "optimize_for_inference", "round_channels", "round_repeats", "save_checkpoint",
     "scale_spec",
 ]

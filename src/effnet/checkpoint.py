@@ -29,9 +29,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from effnet.data.transforms import Preprocessing
 from effnet.errors import CheckpointError, EffnetError
 from effnet.model import ConvNet
+from effnet.preprocessing import Preprocessing
 from effnet.spec import NetworkSpec
 
 __all__ = [

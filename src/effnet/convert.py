@@ -2,7 +2,7 @@
 
 Each source (torchvision, timm, lukemelas ``efficientnet_pytorch``) has an explicit key table: a list
 of (pattern, template) rows applied to every key, so a reader can check the mapping line by line and
-a key that no row matches is an error naming that key, never a silent drop. :func:`convert_file`
+a key that no row matches is an error naming that key, never a silent drop. :func:`effnet.weights.convert_file`
 (``effnet convert``) reads a weight file, converts it, loads it strictly and writes an effnet
 checkpoint recording the source's BN eps and padding.
 
@@ -13,10 +13,8 @@ converted weights reproduce torchvision's logits.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from effnet.errors import EffnetError
@@ -320,38 +318,3 @@ def convert_state_dict(source: str, name: str, state_dict: Mapping[str, Any]) ->
     if source == "lukemelas":
         return _lukemelas_name(name), lukemelas_overrides(name), from_lukemelas(name, state_dict)
     raise EffnetError(f"unknown source {source!r}; use one of {', '.join(SOURCES)}")
-
-
-def convert_file(source: str, name: str, src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
-                 overwrite: bool = False) -> Path:
-    """Convert another library's weight file into an effnet checkpoint (``effnet convert``).
-
-    The source file is read without unpickling code (``torch.load(weights_only=True)`` or
-    safetensors); the keys go through the explicit tables above; the model is built with the
-    source's numerics (BN eps, padding) and the class count found in the weights, loaded strictly
-    (an error names the first mismatched key and shapes) and saved with
-    :func:`effnet.checkpoint.save_checkpoint`. The metadata records the source, its BN eps and
-    padding, and the family's usual preprocessing ((x − 127)/128 for Lite, ImageNet mean/std else).
-
-    Returns:
-        The checkpoint written.
-    """
-    # Torch-side imports here, so that the key tables above stay importable without torch.
-    import dataclasses
-
-    from effnet.catalog import MODELS
-    from effnet.checkpoint import check_state_dict, load_torch_file, save_checkpoint
-    from effnet.data.transforms import IMAGENET_PREPROCESSING, INCEPTION_PREPROCESSING
-    from effnet.registry import create_model
-
-    target, overrides, state_dict = convert_state_dict(source, name, load_torch_file(src))
-    classifier = state_dict.get("classifier.weight")
-    stem = state_dict.get("stem.conv.weight")
-    model = create_model(target, num_classes=0 if classifier is None else int(classifier.shape[0]),
-                         in_chans=3 if stem is None else int(stem.shape[1]), **overrides)
-    check_state_dict(model, state_dict, what=str(src), arch=f"{source} {name}")
-    model.load_state_dict(state_dict, strict=True)
-    base = INCEPTION_PREPROCESSING if target.startswith("efficientnet_lite") else IMAGENET_PREPROCESSING
-    pre = dataclasses.replace(base, resolution=model.spec.resolution, crop_pct=MODELS[target].crop_pct)
-    metadata = {"source": {"library": source, "model": name, "file": str(src)}, **overrides}
-    return save_checkpoint(dst, model, preprocessing=pre, metadata=metadata, overwrite=overwrite)

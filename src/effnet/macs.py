@@ -12,6 +12,7 @@ for odd kernels.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from effnet.spec import NetworkSpec, StageSpec, bottleneck_channels, expanded_channels, se_channels
@@ -40,32 +41,47 @@ def _down(hw: int, stride: int) -> int:
     return math.ceil(hw / stride)
 
 
+def _mbconv(cost: Cost, stage: StageSpec, cin: int, hw: int, out_hw: int) -> None:
+    mid = expanded_channels(cin, stage.expand_ratio)
+    if mid != cin:  # MBConv1 has no expansion conv
+        cost.conv(cin, mid, 1, hw)
+    cost.conv(mid, mid, stage.kernel_size, out_hw, groups=mid)
+    se = se_channels(cin, stage.se_ratio)
+    if se:
+        cost.conv(mid, se, 1, 1, bias=True, bn=False)
+        cost.conv(se, mid, 1, 1, bias=True, bn=False)
+    cost.conv(mid, stage.out_channels, 1, out_hw)
+
+
+def _dwsep(cost: Cost, stage: StageSpec, cin: int, hw: int, out_hw: int) -> None:
+    cost.conv(cin, cin, stage.kernel_size, out_hw, groups=cin)
+    cost.conv(cin, stage.out_channels, 1, out_hw)
+
+
+def _basic(cost: Cost, stage: StageSpec, cin: int, hw: int, out_hw: int) -> None:
+    cost.conv(cin, stage.out_channels, 3, out_hw)
+    cost.conv(stage.out_channels, stage.out_channels, 3, out_hw)
+
+
+def _bottleneck(cost: Cost, stage: StageSpec, cin: int, hw: int, out_hw: int) -> None:
+    mid = bottleneck_channels(stage.out_channels)
+    cost.conv(cin, mid, 1, hw)
+    cost.conv(mid, mid, 3, out_hw)
+    cost.conv(mid, stage.out_channels, 1, out_hw)
+
+
+# One cost per kind in spec.BLOCK_TYPES, as model._BLOCKS builds them (tests/test_spec.py checks both).
+_BLOCK_COSTS: dict[str, Callable[[Cost, StageSpec, int, int, int], None]] = {
+    "mbconv": _mbconv, "dwsep": _dwsep, "basic": _basic, "bottleneck": _bottleneck,
+}
+
+
 def _block(cost: Cost, stage: StageSpec, cin: int, stride: int, hw: int) -> int:
     """Add one block's cost; return its output size."""
-    cout, k, out_hw = stage.out_channels, stage.kernel_size, _down(hw, stride)
-    if stage.block == "mbconv":
-        mid = expanded_channels(cin, stage.expand_ratio)
-        if mid != cin:  # MBConv1 has no expansion conv
-            cost.conv(cin, mid, 1, hw)
-        cost.conv(mid, mid, k, out_hw, groups=mid)
-        se = se_channels(cin, stage.se_ratio)
-        if se:
-            cost.conv(mid, se, 1, 1, bias=True, bn=False)
-            cost.conv(se, mid, 1, 1, bias=True, bn=False)
-        cost.conv(mid, cout, 1, out_hw)
-    elif stage.block == "dwsep":
-        cost.conv(cin, cin, k, out_hw, groups=cin)
-        cost.conv(cin, cout, 1, out_hw)
-    elif stage.block == "basic":
-        cost.conv(cin, cout, 3, out_hw)
-        cost.conv(cout, cout, 3, out_hw)
-    else:  # bottleneck
-        mid = bottleneck_channels(cout)
-        cost.conv(cin, mid, 1, hw)
-        cost.conv(mid, mid, 3, out_hw)
-        cost.conv(mid, cout, 1, out_hw)
-    if stage.block in ("basic", "bottleneck") and (stride != 1 or cin != cout):
-        cost.conv(cin, cout, 1, out_hw)  # projection shortcut
+    out_hw = _down(hw, stride)
+    _BLOCK_COSTS[stage.block](cost, stage, cin, hw, out_hw)
+    if stage.block in ("basic", "bottleneck") and (stride != 1 or cin != stage.out_channels):
+        cost.conv(cin, stage.out_channels, 1, out_hw)  # projection shortcut
     return out_hw
 
 
@@ -102,13 +118,3 @@ def estimate_cost(spec: NetworkSpec, *, num_classes: int = 1000, in_chans: int =
         cost.linear(cin, num_classes)
     mark("head")
     return cost
-
-
-def estimate_macs(spec: NetworkSpec, **kwargs: int) -> int:
-    """MACs (multiply-adds) of one image; see :func:`estimate_cost`."""
-    return estimate_cost(spec, **kwargs).macs
-
-
-def estimate_params(spec: NetworkSpec, **kwargs: int) -> int:
-    """Trainable parameters (BN affine included, running statistics excluded)."""
-    return estimate_cost(spec, **kwargs).params

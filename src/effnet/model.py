@@ -8,7 +8,7 @@ once for every family. ``FeatureExtractor`` returns multi-scale maps for detecti
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -18,23 +18,42 @@ from effnet.blocks import BasicBlock, Bottleneck, DepthwiseSeparable, MBConv
 from effnet.layers import ConvNormAct, ConvOptions, get_activation
 from effnet.spec import NetworkSpec, StageSpec, bottleneck_channels, expanded_channels, se_channels
 
+Activation = Callable[[], nn.Module]
+
+
+def _mbconv(stage: StageSpec, cin: int, stride: int, dpr: float, act: Activation, opts: ConvOptions) -> nn.Module:
+    return MBConv(cin, stage.out_channels, expanded_channels=expanded_channels(cin, stage.expand_ratio),
+                  se_channels=se_channels(cin, stage.se_ratio), kernel_size=stage.kernel_size, stride=stride,
+                  activation=act, drop_path_rate=dpr, options=opts)
+
+
+def _dwsep(stage: StageSpec, cin: int, stride: int, dpr: float, act: Activation, opts: ConvOptions) -> nn.Module:
+    return DepthwiseSeparable(cin, stage.out_channels, kernel_size=stage.kernel_size, stride=stride,
+                              activation=act, options=opts)
+
+
+def _basic(stage: StageSpec, cin: int, stride: int, dpr: float, act: Activation, opts: ConvOptions) -> nn.Module:
+    return BasicBlock(cin, stage.out_channels, stride=stride, activation=act, drop_path_rate=dpr, options=opts)
+
+
+def _bottleneck(stage: StageSpec, cin: int, stride: int, dpr: float, act: Activation,
+                opts: ConvOptions) -> nn.Module:
+    out = stage.out_channels
+    return Bottleneck(cin, out, mid_channels=bottleneck_channels(out), stride=stride, activation=act,
+                      drop_path_rate=dpr, options=opts)
+
+
+# One builder per kind in spec.BLOCK_TYPES (tests/test_spec.py holds the keys to that list, and
+# macs._BLOCK_COSTS to the same).
+_BLOCKS: dict[str, Callable[[StageSpec, int, int, float, Activation, ConvOptions], nn.Module]] = {
+    "mbconv": _mbconv, "dwsep": _dwsep, "basic": _basic, "bottleneck": _bottleneck,
+}
+
 
 def _make_block(stage: StageSpec, in_channels: int, stride: int, drop_path_rate: float,
                 options: ConvOptions) -> nn.Module:
-    act = get_activation(stage.activation)
-    out = stage.out_channels
-    if stage.block == "mbconv":
-        return MBConv(in_channels, out, expanded_channels=expanded_channels(in_channels, stage.expand_ratio),
-                      se_channels=se_channels(in_channels, stage.se_ratio), kernel_size=stage.kernel_size,
-                      stride=stride, activation=act, drop_path_rate=drop_path_rate, options=options)
-    if stage.block == "dwsep":
-        return DepthwiseSeparable(in_channels, out, kernel_size=stage.kernel_size, stride=stride,
-                                  activation=act, options=options)
-    if stage.block == "basic":
-        return BasicBlock(in_channels, out, stride=stride, activation=act, drop_path_rate=drop_path_rate,
-                          options=options)
-    return Bottleneck(in_channels, out, mid_channels=bottleneck_channels(out), stride=stride, activation=act,
-                      drop_path_rate=drop_path_rate, options=options)
+    return _BLOCKS[stage.block](stage, in_channels, stride, drop_path_rate, get_activation(stage.activation),
+                                options)
 
 
 class ConvNet(nn.Module):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import EffnetError
-from effnet.report import ScalingRow
+from effnet.scaling_law import ScalingRow
 
 
 def pyplot() -> Any:

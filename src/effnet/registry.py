@@ -9,6 +9,7 @@ from effnet.errors import SpecError
 from effnet.model import ConvNet, FeatureExtractor
 from effnet.scaling import PAPER_COEFFICIENTS, Coefficients, Multipliers
 from effnet.spec import NetworkSpec
+from effnet.weights import list_pretrained, load_pretrained
 
 __all__ = ["create_model", "list_models"]
 
@@ -71,9 +72,6 @@ def create_model(
 def _load_pretrained(model: ConvNet, name: str | NetworkSpec, *, phi: float | None,
                      multipliers: Multipliers | None, in_chans: int) -> None:
     """Weights exist only for the published presets at 3 input channels."""
-    # Imported here: effnet.weights sits a level above (it reads packages and uses the data layer).
-    from effnet.weights import list_pretrained, load_pretrained
-
     if not isinstance(name, str) or name not in list_pretrained():
         label = name if isinstance(name, str) else f"a NetworkSpec ({name.name})"
         raise SpecError(f"no offline pretrained weights for {label}; available: {', '.join(list_pretrained())}")

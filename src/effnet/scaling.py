@@ -2,7 +2,7 @@
 
 depth ``d = α^φ``, width ``w = β^φ``, resolution ``r = γ^φ`` with ``α·β²·γ² ≈ 2`` and
 ``α, β, γ ≥ 1``. FLOPs then grow by about ``(α·β²·γ²)^φ`` — 1.92^φ for the paper's coefficients,
-not 2^φ — and rounding moves the real figure off that line (footnote 3); :mod:`effnet.report`
+not 2^φ — and rounding moves the real figure off that line (footnote 3); :mod:`effnet.scaling_law`
 measures by how much.
 
 The rounding follows the official TF code (``efficientnet_model.py``): channels to a multiple of 8

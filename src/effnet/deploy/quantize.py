@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from effnet.deploy.export import OrtModel, export_onnx, require
 from effnet.errors import EffnetError
-from effnet.export import OrtModel, export_onnx, require
 
 __all__ = ["folder_images", "quantize_model", "quantize_onnx"]
 

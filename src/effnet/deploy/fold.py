@@ -51,7 +51,7 @@ def fold_bn(model: nn.Module) -> nn.Module:
 
 
 class _PooledSqueezeExcite(SqueezeExcite):
-    """The same SE, with the squeeze written as a global average pool (see :mod:`effnet.export`)."""
+    """The same SE, with the squeeze written as a global average pool (see :mod:`effnet.deploy.export`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.expand(self.act(self.reduce(F.adaptive_avg_pool2d(x, 1)))))

@@ -1,8 +1,8 @@
 """CLI commands for speed and deployment: ``bench`` and ``export``.
 
-Wired into :mod:`effnet.cli` by :func:`add_commands`; torch, ONNX and the peers are imported inside
+Wired into :mod:`effnet.cli.app` by :func:`add_commands`; torch, ONNX and the peers are imported inside
 the commands so ``effnet models`` stays fast. Timings are medians of interleaved rounds in one
-process (see :mod:`effnet.bench`); they never gate anything, ratios are the output to read.
+process (see :mod:`effnet.deploy.bench`); they never gate anything, ratios are the output to read.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def _batches(text: str) -> tuple[int, ...]:
 
 
 def _engines(text: str) -> tuple[str, ...]:
-    from effnet.inference import ENGINES
+    from effnet.deploy.inference import ENGINES
 
     out = tuple(e.strip() for e in text.split(",") if e.strip())
     bad = [e for e in out if e not in ENGINES[1:]]
@@ -68,11 +68,11 @@ def _print_rows(rows: list[Any], baseline: str) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from effnet.bench import bench_family, bench_model, peak_rss_mb, plot_family
+    from effnet.deploy.bench import bench_family, bench_model, peak_rss_mb, plot_family
 
     _threads(args.threads)
     if args.train:
-        from effnet.trainbench import run_train_bench
+        from effnet.deploy.trainbench import run_train_bench
 
         return run_train_bench(args)
     model = _model(args)
@@ -80,7 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.dtype == "int8":
         if not args.calibration:
             raise EffnetError("--dtype int8 needs --calibration FOLDER of real images (ImageNet-style folders)")
-        from effnet.quantize import folder_images
+        from effnet.deploy.quantize import folder_images
 
         calibration = folder_images(args.calibration, model)[0]
     engines = _engines(args.engine)
@@ -115,7 +115,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from effnet.export import export_onnx, export_pt2
+    from effnet.deploy.export import export_onnx, export_pt2
 
     model = _model(args).eval()
     spec = model.spec
@@ -130,7 +130,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         elif fmt == "int8":
             if not args.calibration:
                 raise EffnetError("--format int8 needs --calibration FOLDER of real images")
-            from effnet.quantize import folder_images, quantize_model
+            from effnet.deploy.quantize import folder_images, quantize_model
 
             images = folder_images(args.calibration, model)[0]
             quantize_model(model, out.with_suffix(".int8.onnx"), images)
@@ -176,12 +176,12 @@ def _parse_bytes(text: str) -> float:
 
 def cmd_fit_hardware(args: argparse.Namespace) -> int:
     """``effnet fit --max-latency`` / ``--max-train-memory``: measured or estimated budgets → φ."""
-    from effnet.fit_hw import fit_latency, fit_train_memory
+    from effnet.deploy.fit import fit_latency, fit_train_memory
 
     if args.max_latency and args.max_train_memory:
         raise EffnetError("give --max-latency or --max-train-memory, not both (they fit different things)")
     if args.max_latency:
-        from effnet.inference import ENGINES
+        from effnet.deploy.inference import ENGINES
 
         if args.engine not in ENGINES[1:]:
             raise EffnetError(f"--engine {args.engine!r}: use one of {', '.join(ENGINES[1:])}")

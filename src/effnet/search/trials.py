@@ -24,7 +24,7 @@ from typing import Any
 from effnet.catalog import MODELS, get_spec
 from effnet.errors import EffnetError, SpecError
 from effnet.scaling import Multipliers, limit_stride, scale_spec
-from effnet.search import Candidate
+from effnet.search.grid import Candidate
 from effnet.spec import NetworkSpec
 
 __all__ = ["Job", "job_key", "make_context", "resolve_baseline", "run_jobs", "run_search_workers", "search_evaluator"]
@@ -174,7 +174,7 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, cache: str | Path | None 
 
 
 def _search_process(url: str, study: str, heartbeat: float, stale_after: float) -> None:
-    from effnet.search_study import open_storage, run_worker
+    from effnet.search.study import open_storage, run_worker
 
     _init_worker()
     storage = open_storage(url)
@@ -187,7 +187,7 @@ def run_search_workers(url: str, study: str, *, workers: int = 1, heartbeat: flo
     """Run ``workers`` search workers on an existing study until it is done; in-process when 1, else
     that many processes (each a full worker: they coordinate through the storage alone).
     ``on_progress(result)`` gets the collected study state every second. Returns the worker count."""
-    from effnet.search_study import collect, open_storage, run_worker
+    from effnet.search.study import collect, open_storage, run_worker
 
     storage = open_storage(url)
     if workers <= 1:

@@ -100,9 +100,9 @@ def _torch_runner(model: nn.Module, *, channels_last: bool, dtype: torch.dtype |
 def effnet_contenders(model: nn.Module, example: torch.Tensor, *, dtype: str = "fp32",
                       engines: tuple[str, ...] = ("eager", "onnxruntime"), workdir: str | Path | None = None,
                       calibration: torch.Tensor | None = None, bf16_guard: float = 0.0) -> dict[str, Any]:
-    """effnet's inference paths for ``model``, each verified (see :mod:`effnet.inference`). The bf16
+    """effnet's inference paths for ``model``, each verified (see :mod:`effnet.deploy.inference`). The bf16
     near-tie guard is off by default here: with random weights nearly every row is a near-tie."""
-    from effnet.inference import _verify, build_engine
+    from effnet.deploy.inference import _verify, build_engine
 
     out: dict[str, Any] = {}
     for engine in engines:
@@ -116,7 +116,7 @@ def effnet_contenders(model: nn.Module, example: torch.Tensor, *, dtype: str = "
 
 def _timm_onnx(model: nn.Module, example: torch.Tensor, workdir: Path) -> Runner:
     """timm's model exported as is (dynamo exporter, dynamic batch), run with the same ORT settings."""
-    from effnet.export import OrtModel
+    from effnet.deploy.export import OrtModel
 
     path = workdir / "timm.onnx"
     with warnings.catch_warnings():
@@ -242,7 +242,7 @@ def bench_family(name: str, phis: list[float], *, engine: str = "eager", batch: 
                  rounds: int = 5) -> list[dict[str, Any]]:
     """Latency of ``engine`` across a compound-scaled family against each member's MACs: the
     data behind "FLOPs are not latency" (depthwise-heavy nets run far below the matmul peak)."""
-    from effnet.inference import optimize_for_inference
+    from effnet.deploy.inference import optimize_for_inference
     from effnet.macs import estimate_cost
     from effnet.registry import create_model
 

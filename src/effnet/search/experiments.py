@@ -11,14 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from effnet.compare import cam_grid, choose_phi, plan_arms, plot_compare, summarize, summary_table, winner
 from effnet.macs import estimate_cost
 from effnet.scaling import Coefficients, Multipliers, compound_multipliers, scale_spec
-from effnet.search import Candidate, GridSettings, SearchResult, grid_candidates
-from effnet.search_report import plot_search, search_table
+from effnet.search.compare import cam_grid, choose_phi, plan_arms, plot_compare, summarize, summary_table, winner
+from effnet.search.grid import Candidate, GridSettings, SearchResult, grid_candidates
+from effnet.search.report import plot_search, search_table
+from effnet.search.trials import job_key, make_context, run_jobs
 from effnet.spec import NetworkSpec
 from effnet.textfmt import table
-from effnet.trials import job_key, make_context, run_jobs
 
 __all__ = ["prepare_search", "run_compare", "run_family", "run_search_step"]
 
@@ -55,8 +55,8 @@ def run_search_step(base: NetworkSpec, data: str, budget: Any, grid: GridSetting
                     stale_after: float = 60.0) -> SearchResult:
     """STEP 1 into ``out`` (``results.json``, ``search.md``, ``search.png``); the study lives in
     ``storage`` (default ``out/search.log``), so rerunning the same call resumes it."""
-    from effnet.search_study import collect, open_storage, open_study
-    from effnet.trials import run_search_workers
+    from effnet.search.study import collect, open_storage, open_study
+    from effnet.search.trials import run_search_workers
 
     out.mkdir(parents=True, exist_ok=True)
     url = storage or str(out / "search.log")
@@ -134,8 +134,8 @@ def run_compare(base: NetworkSpec, coeffs: Coefficients, phi: float, data: str, 
     """Baseline, depth-, width-, resolution-only and compound scaling at matched MACs, ``seeds`` runs
     each; writes ``compare.json``, ``compare.md``, ``compare.png`` and ``cams.png`` into ``out``.
     ``adjust_phi`` moves φ (by at most 0.5) to a budget every single dimension can match (see
-    :func:`effnet.compare.choose_phi`); ``reference`` adds a compound arm with those coefficients at
-    the same MACs (see :func:`effnet.compare.plan_arms`)."""
+    :func:`effnet.search.compare.choose_phi`); ``reference`` adds a compound arm with those coefficients at
+    the same MACs (see :func:`effnet.search.compare.plan_arms`)."""
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or out / "models"
     asked, phi = phi, choose_phi(base, coeffs, phi, reference=reference) if adjust_phi else phi
@@ -163,7 +163,7 @@ def _cams(arms: Sequence[Any], jobs: Sequence[Any], seeds: int, context: dict[st
     import torch
 
     from effnet.model import ConvNet
-    from effnet.trials import _arrays
+    from effnet.search.trials import _arrays
 
     arrays = _arrays(context)
     models = {}

@@ -14,16 +14,16 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from effnet.catalog import MODELS, get_entry, get_spec, list_models
-from effnet.cli_bench import add_commands as add_bench_commands
-from effnet.cli_models import add_commands
-from effnet.cli_search import add_commands as add_search_commands
-from effnet.cli_search import add_scale_options, cmd_scale_train
-from effnet.cli_train import add_commands as add_train_commands
+from effnet.cli.deploy import add_commands as add_bench_commands
+from effnet.cli.models import add_commands
+from effnet.cli.search import add_commands as add_search_commands
+from effnet.cli.search import add_scale_options, cmd_scale_train
+from effnet.cli.train import add_commands as add_train_commands
 from effnet.errors import EffnetError
 from effnet.macs import estimate_cost
 from effnet.paper import PAPER_TABLE2
-from effnet.report import fit_phi, scaling_report, table3_report
 from effnet.scaling import PAPER_COEFFICIENTS, Coefficients, Multipliers, implied_phi
+from effnet.scaling_law import fit_phi, scaling_report, table3_report
 from effnet.spec import NetworkSpec
 from effnet.textfmt import human, parse_count, parse_phi_range, table
 
@@ -120,7 +120,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    if args.coefficients:  # STEP 2 with a search's coefficients (effnet.cli_search)
+    if args.coefficients:  # STEP 2 with a search's coefficients (effnet.cli.search)
         return cmd_scale_train(args)
     if args.table3:
         return _print_table3(args.json)
@@ -160,7 +160,7 @@ def _print_table3(as_json: bool) -> int:
 
 def cmd_fit(args: argparse.Namespace) -> int:
     if args.max_latency or args.max_train_memory:
-        from effnet.cli_bench import cmd_fit_hardware
+        from effnet.cli.deploy import cmd_fit_hardware
 
         return cmd_fit_hardware(args)
     max_macs = parse_count(args.max_macs, "--max-macs") if args.max_macs else None
@@ -221,9 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_coeffs(f)
     f.set_defaults(func=cmd_fit)
     add_train_commands(sub)
-    add_commands(sub)  # eval, predict, cam, convert (effnet.cli_models)
-    add_search_commands(sub)  # search, compare, demo (effnet.cli_search)
-    add_bench_commands(sub)  # bench, export (effnet.cli_bench)
+    add_commands(sub)  # eval, predict, cam, convert (effnet.cli.models)
+    add_search_commands(sub)  # search, compare, demo (effnet.cli.search)
+    add_bench_commands(sub)  # bench, export (effnet.cli.deploy)
     return p
 
 

@@ -7,7 +7,7 @@ the official code only ships the resulting fixed tables; here any baseline is sc
 the machine that will run it, with the engine it will run on.
 
 Latency is measured on a 0.25 grid of φ (each point is an export and a timing, seconds each); memory
-uses :func:`effnet.memory.estimate_train_memory` on the 0.01 grid of :func:`effnet.report.fit_phi`.
+uses :func:`effnet.deploy.memory.estimate_train_memory` on the 0.01 grid of :func:`effnet.scaling_law.fit_phi`.
 Both assume cost grows with φ, which rounding keeps true for memory and noise can break for latency:
 the result reports the measured latency of φ and of φ + 0.25 so the margin is visible.
 """
@@ -56,8 +56,8 @@ class MemoryFit:
 def measure_latency(name: str, phi: float, *, engine: str = "eager", batch: int = 1, rounds: int = 7) -> float:
     """Median seconds per forward pass of ``name`` at ``phi`` on ``engine`` (random weights: latency
     does not depend on their values), after the path is verified against eager."""
-    from effnet.bench import run_side_by_side
-    from effnet.inference import optimize_for_inference
+    from effnet.deploy.bench import run_side_by_side
+    from effnet.deploy.inference import optimize_for_inference
     from effnet.registry import create_model
 
     model = create_model(name, phi=phi)
@@ -104,7 +104,7 @@ def fit_latency(name: str, max_latency_s: float, *, engine: str = "eager", batch
 def fit_train_memory(name: str, max_bytes: float, batch: int, *, amp: str = "none", channels_last: bool = False,
                      grad_checkpointing: bool = False, optimizer: str = "sgd", max_phi: float = 12.0) -> MemoryFit:
     """The largest φ (0.01 grid) whose estimated training peak at ``batch`` fits ``max_bytes``."""
-    from effnet.memory import estimate_train_memory
+    from effnet.deploy.memory import estimate_train_memory
 
     if not max_bytes > 0 or batch < 1:
         raise SpecError(f"max memory {max_bytes!r} must be > 0 and batch {batch} >= 1")

@@ -1,6 +1,6 @@
 """CLI commands that run trained models: ``eval``, ``predict``, ``cam`` and ``convert``.
 
-Kept apart from :mod:`effnet.cli` (which needs no torch for its scaling commands) and wired in by
+Kept apart from :mod:`effnet.cli.app` (which needs no torch for its scaling commands) and wired in by
 :func:`add_commands`. Torch and the data layer are imported inside the commands, so ``effnet models``
 stays fast. Every user error is an :class:`~effnet.errors.EffnetError`: one line, exit code 2.
 Conversions of unusual images (grayscale, CMYK, 16-bit, transparency) are reported as one
@@ -215,7 +215,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from effnet.checkpoint import read_metadata
-    from effnet.convert import convert_file
+    from effnet.weights import convert_file
 
     out = convert_file(args.source, args.model, args.input, args.output, overwrite=args.overwrite)
     meta = read_metadata(out)

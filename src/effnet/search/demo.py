@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.scaling import PAPER_COEFFICIENTS
-from effnet.search import GridSettings
+from effnet.search.grid import GridSettings
 from effnet.train.budget import Budget
 
 __all__ = ["DemoPlan", "demo_plan", "run_demo"]
@@ -64,8 +64,8 @@ def _bar(total: int, desc: str) -> Any:
 
 def run_demo(out: str | Path, plan: DemoPlan | None = None) -> dict[str, Any]:
     """Run search → scale → compare into ``out``; returns the report's data (also ``report.json``)."""
-    from effnet.experiments import run_compare, run_family, run_search_step
-    from effnet.trials import resolve_baseline
+    from effnet.search.experiments import run_compare, run_family, run_search_step
+    from effnet.search.trials import resolve_baseline
 
     plan = plan or DemoPlan()
     out = Path(out)
@@ -111,8 +111,8 @@ def _md_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def report_markdown(r: dict[str, Any]) -> str:
     """The report as Markdown: what was run, the three tables, the plots, and the honest verdict."""
-    from effnet.search import load_result_dict
-    from effnet.search_report import HEADERS, search_rows
+    from effnet.search.grid import load_result_dict
+    from effnet.search.report import HEADERS, search_rows
 
     plan, search, cmp = r["plan"], load_result_dict(r["search"]), r["compare"]
     b, best = plan["budget"], search.best

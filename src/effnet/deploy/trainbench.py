@@ -55,7 +55,7 @@ def _model(name: str, phi: float | None, v: Variant) -> nn.Module:
     if v.source == "timm":
         import timm
 
-        from effnet.bench import PEERS
+        from effnet.deploy.bench import PEERS
 
         model = timm.create_model(PEERS[name][0] or name, pretrained=False)
         if v.grad_checkpointing:
@@ -133,7 +133,7 @@ def _worker(args: argparse.Namespace) -> None:
 def measure_memory(name: str, phi: float | None, v: Variant, *, batch: int, resolution: int, threads: int,
                    steps: int = 2) -> dict[str, int]:
     """Peak RSS added by ``steps`` training steps of ``v``, in a fresh process (bytes)."""
-    cmd = [sys.executable, "-m", "effnet.trainbench", "--model", name, "--batch", str(batch), "--resolution",
+    cmd = [sys.executable, "-m", "effnet.deploy.trainbench", "--model", name, "--batch", str(batch), "--resolution",
            str(resolution), "--threads", str(threads), "--steps", str(steps),
            "--variant", json.dumps(v.__dict__)] + ([] if phi is None else ["--phi", str(phi)])
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -146,7 +146,7 @@ def run_train_bench(args: argparse.Namespace) -> int:
     """``effnet bench MODEL --train``: step time (interleaved) and peak memory (subprocesses) of
     timm eager, effnet fp32, effnet's lean default, and with ``--grad-checkpointing`` its checkpointed form."""
     from effnet.catalog import get_spec
-    from effnet.memory import estimate_train_memory
+    from effnet.deploy.memory import estimate_train_memory
     from effnet.textfmt import table
 
     batch = int(args.batch.split(",")[-1]) if args.batch != "1,16" else 32
@@ -185,13 +185,13 @@ def run_train_bench(args: argparse.Namespace) -> int:
 
 
 def _peers() -> dict[str, Any]:
-    from effnet.bench import PEERS
+    from effnet.deploy.bench import PEERS
 
     return PEERS
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description="memory worker for effnet.trainbench (internal)")
+    p = argparse.ArgumentParser(description="memory worker for effnet.deploy.trainbench (internal)")
     p.add_argument("--model", required=True)
     p.add_argument("--phi", type=float)
     p.add_argument("--batch", type=int, required=True)

@@ -38,8 +38,8 @@ def _add_baseline(p: argparse.ArgumentParser, *, optional: bool) -> None:
 
 
 def _baseline_and_budget(args: argparse.Namespace) -> tuple[Any, Any]:
+    from effnet.search.trials import resolve_baseline
     from effnet.train.budget import Budget
-    from effnet.trials import resolve_baseline
 
     base = resolve_baseline(args.baseline, depth=args.base_depth, width=args.base_width,
                             total_stride=args.total_stride or None, resolution=args.image_size or None)
@@ -49,11 +49,11 @@ def _baseline_and_budget(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from effnet.experiments import prepare_search, write_search
-    from effnet.search import GridSettings
-    from effnet.search_report import search_table
-    from effnet.search_study import collect, open_storage, open_study
-    from effnet.trials import run_search_workers
+    from effnet.search.experiments import prepare_search, write_search
+    from effnet.search.grid import GridSettings
+    from effnet.search.report import search_table
+    from effnet.search.study import collect, open_storage, open_study
+    from effnet.search.trials import run_search_workers
 
     out = Path(args.out or f"runs/search-{args.study}")
     out.mkdir(parents=True, exist_ok=True)
@@ -109,12 +109,12 @@ def cmd_scale_train(args: argparse.Namespace) -> int:
     (a registered model or the search's ``baseline.json``) with the search's best (α, β, γ)."""
     from dataclasses import replace
 
-    from effnet.experiments import family_table, run_family
-    from effnet.search import load_result
+    from effnet.search.experiments import family_table, run_family
+    from effnet.search.grid import load_result
+    from effnet.search.trials import resolve_baseline
     from effnet.spec import NetworkSpec
     from effnet.textfmt import parse_phi_range
     from effnet.train.budget import Budget
-    from effnet.trials import resolve_baseline
 
     result = load_result(args.coefficients)
     best = result.best.candidate
@@ -135,7 +135,7 @@ def cmd_scale_train(args: argparse.Namespace) -> int:
 
 def _coefficients(args: argparse.Namespace) -> Any:
     from effnet.scaling import PAPER_COEFFICIENTS, Coefficients
-    from effnet.search import load_result
+    from effnet.search.grid import load_result
 
     if args.coefficients:
         return load_result(args.coefficients).best.candidate.coefficients
@@ -153,8 +153,8 @@ def _paper() -> Any:
 def cmd_compare(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from effnet.compare import summary_table
-    from effnet.experiments import run_compare
+    from effnet.search.compare import summary_table
+    from effnet.search.experiments import run_compare
 
     if args.baseline is None:
         args.baseline = "efficientnet_b0"
@@ -173,7 +173,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from effnet.demo import demo_plan, run_demo
+    from effnet.search.demo import demo_plan, run_demo
 
     out = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     t = time.time()

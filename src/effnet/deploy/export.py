@@ -1,7 +1,7 @@
 """Export to ONNX (run by ONNX Runtime) and to ``torch.export`` ``.pt2``, with parity checks.
 
 Why effnet exports its own graph rather than the training module as is: batch norm is folded into
-the convolutions first (exact, see :func:`effnet.fold.fold_bn`), and squeeze-excitation's
+the convolutions first (exact, see :func:`effnet.deploy.fold.fold_bn`), and squeeze-excitation's
 global mean is written as ``GlobalAveragePool`` instead of ``ReduceMean``. ONNX Runtime's NCHWc
 layout pass keeps ``GlobalAveragePool`` in its blocked layout but wraps every ``ReduceMean`` in
 layout reorders (reference/performance.md §3: reorders are ~12 % of ORT's time on B0), so the
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from effnet.deploy.fold import check_parity, prepare_for_export
 from effnet.errors import EffnetError
-from effnet.fold import check_parity, prepare_for_export
 
 __all__ = ["ExportError", "OrtModel", "export_onnx", "export_pt2", "load_pt2", "require"]
 
@@ -191,7 +191,7 @@ def _session_options(threads: int | None = None) -> Any:
 class OrtModel:
     """An ONNX file as a callable on torch tensors (what :func:`effnet.optimize_for_inference` returns).
 
-    With ``plans=True`` (the default) this is effnet's ORT engine (:mod:`effnet.ort_plan`): a model
+    With ``plans=True`` (the default) this is effnet's ORT engine (:mod:`effnet.deploy.ort_plan`): a model
     with squeeze-excitation runs each batch size through an SE-folded plan of ORT's graph (no layout
     reorders around SE; each plan checked against plain ORT on its first run), and a batch of at
     least ``threads`` images is split across ``threads`` single-threaded sessions run at once.
@@ -199,7 +199,7 @@ class OrtModel:
     """
 
     def __init__(self, path: str | Path, *, threads: int | None = None, plans: bool = True) -> None:
-        from effnet.ort_plan import PlannedSession, SplitSession
+        from effnet.deploy.ort_plan import PlannedSession, SplitSession
 
         require("onnxruntime")
         self.path = Path(path)

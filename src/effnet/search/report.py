@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.plots import pyplot, save_figure
-from effnet.search import SearchResult, TrialRecord
+from effnet.search.grid import SearchResult, TrialRecord
 from effnet.textfmt import table
 
 __all__ = ["plot_search", "search_rows", "search_table"]

@@ -1,0 +1,322 @@
+"""The grid search as a shared Optuna study: workers on any machine join, leave, die and resume.
+
+Storage: a journal file on one machine (``runs/search.log`` or ``journal:PATH``), an RDB URL across
+machines (``postgresql://user@host/db``; ``sqlite:///file.db`` also works on one machine).
+
+Why the grid is *queued* rather than drawn by Optuna's ``GridSampler``: ``GridSampler`` assigns grid
+point ``n`` to trial number ``n`` and, once every point has started, hands an idle worker a point that
+another worker is still running ("GridSampler is re-evaluating a configuration"), and a dead worker's
+RUNNING point is never handed out again. Here the study's creator queues one WAITING trial per
+candidate (what ``Study.enqueue_trial`` does); a worker takes one by the storage's atomic
+WAITING → RUNNING transition (journal log order; a row lock in PostgreSQL), so no candidate runs
+twice. A worker beats a heartbeat into its RUNNING trial; a trial whose heartbeat is older than
+``stale_after`` belongs to a dead worker: whoever notices marks it FAIL ("worker lost") and queues a
+copy, so a killed search resumes with exactly the unfinished candidates. A trial whose evaluator
+raises is FAIL with the error and is not retried; the others go on.
+
+Level 0: no torch. Optuna is imported on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+from effnet.errors import EffnetError
+from effnet.search.grid import Candidate, GridSettings, SearchResult, TrialRecord, rank_records
+
+__all__ = ["Evaluator", "collect", "open_storage", "open_study", "redact", "run_worker"]
+
+Evaluator = Callable[[Candidate], float | Mapping[str, Any]]
+GRID_ATTR, QUEUED_ATTR, BEAT_ATTR = "effnet.grid", "effnet.queued", "effnet.heartbeat"
+PARAM = "candidate"
+
+
+def redact(url: str) -> str:
+    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db`` for messages."""
+    if "://" in url and "@" in url.split("://", 1)[1]:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        return f"{scheme}://{cred.split(':', 1)[0]}{':***' if ':' in cred else ''}@{host}"
+    return url
+
+
+def open_storage(url: str) -> Any:
+    """An Optuna storage for ``url``: RDB for ``postgresql://``/``sqlite://``/``mysql://``, else a journal file.
+
+    Raises:
+        EffnetError: the server cannot be reached or the journal's folder does not exist, naming the
+            (password-redacted) URL and the fix.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if "://" in url:
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]  # psycopg 3 is the driver we install
+        return _rdb_storage(url)
+    path = url.removeprefix("journal:")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise EffnetError(f"search storage {path!r}: folder {folder!r} does not exist; create it or choose another "
+                          "--storage path")
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+
+
+def _rdb_storage(url: str) -> Any:
+    import optuna
+
+    connect = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True, "connect_args": connect})
+        except Exception as e:  # sqlalchemy's OperationalError, ArgumentError, missing driver, ...
+            text = str(e)
+            # Workers that start together on a fresh database race to create Optuna's tables: the loser
+            # sees a duplicate key or "already exists"; by the retry the tables are there.
+            if attempt < 4 and ("duplicate key" in text or "already exists" in text):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+            raise EffnetError(f"cannot open search storage {redact(url)!r}: {first[:200]}; check that the server "
+                              "is running and reachable and the URL (user, host, port, database) is right") from None
+    raise AssertionError("unreachable")
+
+
+def _grid_doc(grid: GridSettings, candidates: list[Candidate], context: Mapping[str, Any]) -> dict[str, Any]:
+    return {"version": 1, "grid": asdict(grid), "candidates": [c.to_dict() for c in candidates],
+            "context": dict(context)}
+
+
+def _differences(stored: Mapping[str, Any], asked: Mapping[str, Any]) -> str:
+    parts = []
+    for key in ("grid", "context"):
+        for k in sorted(set(stored[key]) | set(asked[key])):
+            if stored[key].get(k) != asked[key].get(k):
+                parts.append(f"{k}: stored {stored[key].get(k)!r}, asked {asked[key].get(k)!r}")
+    if not parts and stored["candidates"] != asked["candidates"]:
+        parts.append(f"candidates: stored {len(stored['candidates'])}, asked {len(asked['candidates'])}")
+    return "; ".join(parts[:4])
+
+
+def _wait_for(storage: Any, study_id: int, key: str, timeout: float) -> Any:
+    end = time.time() + timeout
+    while True:
+        value = storage.get_study_user_attrs(study_id).get(key)
+        if value is not None or time.time() > end:
+            return value
+        time.sleep(0.2)
+
+
+def open_study(storage: Any, name: str, grid: GridSettings | None = None, candidates: list[Candidate] | None = None,
+               context: Mapping[str, Any] | None = None, *, queue_timeout: float = 30.0) -> dict[str, Any]:
+    """Create study ``name`` with its grid queued, or join it; returns the stored grid document.
+
+    Joining without a grid adopts the stored one (``effnet search --storage S --study NAME``).
+
+    Raises:
+        EffnetError: the study exists with a different grid or context (it is left untouched), or it
+            does not exist and no grid was given.
+    """
+    from optuna.exceptions import DuplicatedStudyError
+    from optuna.study import StudyDirection
+
+    asked = None if candidates is None or grid is None else _grid_doc(grid, candidates, context or {})
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        if asked is None:
+            raise EffnetError(f"no study {name!r} in this storage; give the grid (baseline, data, --step, ...) "
+                              "to create it, or check --study") from None
+        try:
+            study_id = storage.create_new_study([StudyDirection.MAXIMIZE], name)
+        except DuplicatedStudyError:  # another worker created it first: join
+            study_id = storage.get_study_id_from_name(name)
+        else:
+            storage.set_study_user_attr(study_id, GRID_ATTR, asked)
+            _queue(storage, study_id, candidates or [])
+            return asked
+    stored = _wait_for(storage, study_id, GRID_ATTR, queue_timeout)
+    if stored is None:
+        raise EffnetError(f"study {name!r} exists but holds no effnet grid (not created by `effnet search`); "
+                          "use another --study name")
+    if asked is not None and stored != asked:
+        raise EffnetError(f"study {name!r} already exists with a different grid ({_differences(stored, asked)}); "
+                          "its results are kept: use another --study name, or join it without grid options")
+    if _wait_for(storage, study_id, QUEUED_ATTR, queue_timeout) is None:  # creator died while queueing
+        have = {t.user_attrs.get("grid_id") for t in storage.get_all_trials(study_id, deepcopy=False)}
+        _queue(storage, study_id, [Candidate.from_dict(c) for c in stored["candidates"] if c["index"] not in have])
+    return stored
+
+
+def _waiting(c: Candidate, retry_of: int | None = None) -> Any:
+    from optuna.trial import TrialState, create_trial
+
+    attrs = {"grid_id": c.index, "alpha": c.alpha, "beta": c.beta, "gamma": c.gamma, "macs_ratio": c.macs_ratio}
+    if retry_of is not None:
+        attrs["retry_of"] = retry_of
+    return create_trial(state=TrialState.WAITING, system_attrs={"fixed_params": {PARAM: c.index}}, user_attrs=attrs)
+
+
+def _queue(storage: Any, study_id: int, candidates: list[Candidate]) -> None:
+    for c in candidates:
+        storage.create_new_trial(study_id, template_trial=_waiting(c))
+    storage.set_study_user_attr(study_id, QUEUED_ATTR, True)
+
+
+def _candidate(trial: Any) -> Candidate:
+    u = trial.user_attrs
+    return Candidate(int(u["grid_id"]), u["alpha"], u["beta"], u["gamma"], u.get("macs_ratio"))
+
+
+def reap_stale(storage: Any, study_id: int, stale_after: float) -> int:
+    """FAIL the RUNNING trials whose heartbeat is older than ``stale_after`` seconds and queue a copy of
+    each; returns how many this worker requeued (only the worker whose FAIL lands requeues)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    now, n = time.time(), 0
+    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        beat = t.system_attrs.get(BEAT_ATTR) or (t.datetime_start.timestamp() if t.datetime_start else now)
+        if now - beat <= stale_after:
+            continue
+        try:
+            storage.set_trial_user_attr(t._trial_id, "error", f"worker lost: no heartbeat for {now - beat:.0f} s")
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # its worker finished it after all, or another worker reaped it first
+        storage.create_new_trial(study_id, template_trial=_waiting(_candidate(t), retry_of=t.number))
+        n += 1
+    return n
+
+
+def _pop(storage: Any, study_id: int) -> Any | None:
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        try:
+            if storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                return storage.get_trial(t._trial_id)
+        except UpdateFinishedTrialError:
+            continue
+    return None
+
+
+class _Heartbeat:
+    """A thread that writes ``time.time()`` into the trial every ``interval`` seconds."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(storage, trial_id, interval), daemon=True)
+
+    def _run(self, storage: Any, trial_id: int, interval: float) -> None:
+        while not self._stop.is_set():
+            # A trial finished meanwhile, or a transient storage error: the next beat retries.
+            with contextlib.suppress(Exception):
+                storage.set_trial_system_attr(trial_id, BEAT_ATTR, time.time())
+            self._stop.wait(interval)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _finish(storage: Any, trial: Any, outcome: float | Mapping[str, Any] | BaseException) -> None:
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    tid = trial._trial_id
+    try:
+        if isinstance(outcome, BaseException):
+            storage.set_trial_user_attr(tid, "error", f"{type(outcome).__name__}: {outcome}"[:500])
+            storage.set_trial_state_values(tid, TrialState.FAIL)
+            return
+        metrics = dict(outcome) if isinstance(outcome, Mapping) else {"accuracy": float(outcome)}
+        if not math.isfinite(float(metrics.get("accuracy", math.nan))):
+            return _finish(storage, trial, ValueError(f"evaluator returned accuracy {metrics.get('accuracy')!r}"))
+        storage.set_trial_user_attr(tid, "metrics", metrics)
+        storage.set_trial_state_values(tid, TrialState.COMPLETE, [float(metrics["accuracy"])])
+    except UpdateFinishedTrialError:  # reaped as stale while it ran (heartbeat starved): the retry stands
+        pass
+
+
+def run_worker(storage: Any, name: str, evaluate: Evaluator, *, heartbeat: float = 10.0, stale_after: float = 60.0,
+               max_trials: int | None = None, wait: bool = True,
+               on_trial: Callable[[Candidate, Any], None] | None = None) -> int:
+    """Evaluate queued candidates of study ``name`` until none is left; returns how many this worker ran.
+
+    ``wait=True`` keeps an idle worker polling while other workers' trials run, so that a trial whose
+    worker dies is taken over once it is stale; ``on_trial(candidate, outcome)`` reports progress.
+    """
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    study_id = storage.get_study_id_from_name(name)
+    n_candidates = len(storage.get_study_user_attrs(study_id)[GRID_ATTR]["candidates"])
+    dist = CategoricalDistribution(list(range(n_candidates)))
+    worker, done = f"{socket.gethostname()}:{os.getpid()}", 0
+    while max_trials is None or done < max_trials:
+        reap_stale(storage, study_id, stale_after)
+        trial = _pop(storage, study_id)
+        if trial is None:
+            running = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+            if not (wait and running):
+                break
+            time.sleep(min(heartbeat, max(stale_after / 4, 0.2)))
+            continue
+        cand = _candidate(trial)
+        storage.set_trial_system_attr(trial._trial_id, BEAT_ATTR, time.time())
+        storage.set_trial_param(trial._trial_id, PARAM, dist.to_internal_repr(cand.index), dist)
+        storage.set_trial_user_attr(trial._trial_id, "worker", worker)
+        outcome: Any
+        with _Heartbeat(storage, trial._trial_id, heartbeat):
+            try:
+                outcome = evaluate(cand)
+            except Exception as e:  # a failing candidate is recorded; the search goes on
+                outcome = e
+        _finish(storage, trial, outcome)
+        done += 1
+        if on_trial is not None:
+            on_trial(cand, outcome)
+    return done
+
+
+def collect(storage: Any, name: str) -> SearchResult:
+    """The study's state as a ranked :class:`SearchResult` (one record per candidate: its completed trial,
+    else its running/queued one, else its last failure)."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        raise EffnetError(f"no study {name!r} in this storage; check --study") from None
+    doc = storage.get_study_user_attrs(study_id)[GRID_ATTR]
+    order = {"COMPLETE": 0, "RUNNING": 1, "WAITING": 2, "FAIL": 3}
+    by_id: dict[int, list[Any]] = {}
+    for t in storage.get_all_trials(study_id, deepcopy=False):
+        if "grid_id" in t.user_attrs:
+            by_id.setdefault(int(t.user_attrs["grid_id"]), []).append(t)
+    records = []
+    for c in (Candidate.from_dict(d) for d in doc["candidates"]):
+        trials = sorted(by_id.get(c.index, []), key=lambda t: (order.get(t.state.name, 4), -t.number))
+        if not trials:
+            records.append(TrialRecord(c, "WAITING", attempts=0))
+            continue
+        t = trials[0]
+        started = sum(x.state.name != "WAITING" for x in trials)
+        records.append(TrialRecord(c, t.state.name, t.value if t.state.name == "COMPLETE" else None,
+                                   t.user_attrs.get("metrics") or {}, t.user_attrs.get("error"), started,
+                                   t.user_attrs.get("worker")))
+    return SearchResult(name, GridSettings(**doc["grid"]), doc["context"], rank_records(records))
