@@ -9,7 +9,7 @@ beside the paper's Table 3.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -76,6 +76,46 @@ def scaling_report(name: str, phis: Iterable[float] | None = None, *,
     return rows
 
 
+class OutOfRange(Exception):
+    """Raised by :func:`largest_fitting` when the grid's floor does not fit or its ceiling still does."""
+
+    def __init__(self, at_ceiling: bool) -> None:
+        self.at_ceiling = at_ceiling
+
+
+def largest_fitting(fits: Callable[[int], bool], start: int, floor: int, ceiling: int, jump: int) -> int:
+    """The largest grid index k in [floor, ceiling) with ``fits(k)``, assuming cost grows with k.
+
+    Brackets from ``start`` by doubling steps (up if ``start`` fits, else down), then bisects, so a
+    latency fit times O(log n) networks instead of every grid point. Every budget → φ fit in effnet
+    (MACs and parameters here, measured latency and training memory in :mod:`effnet.deploy.fit`) uses
+    it. Raises :class:`OutOfRange` when even ``floor`` does not fit or ``ceiling`` still does.
+    """
+    if fits(start):  # bracket upwards: lo fits, hi does not
+        lo, hi = start, min(start + jump, ceiling)
+        while fits(hi):
+            if hi >= ceiling:
+                raise OutOfRange(at_ceiling=True)
+            lo, jump = hi, jump * 2
+            hi = min(hi + jump, ceiling)
+    else:  # bracket downwards
+        hi = start
+        while True:
+            lo = max(hi - jump, floor)
+            if fits(lo):
+                break
+            if lo == floor:
+                raise OutOfRange(at_ceiling=False)
+            hi, jump = lo, jump * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 @dataclass(frozen=True)
 class FitResult:
     """The largest φ (on a 0.01 grid) whose scaled model fits every budget given."""
@@ -103,7 +143,8 @@ def fit_phi(name: str, *, max_macs: float | None = None, max_params: float | Non
 
     This is eq. 2's ``FLOPS(N) ≤ target_flops`` (and a parameter budget) solved for φ with the
     official rounding. Cost is monotone in φ (ceil and channel rounding are monotone), so a
-    bisection over the 0.01 grid finds the boundary; the result is checked on both sides.
+    bracketing bisection over the 0.01 grid (:func:`largest_fitting`) finds the boundary; the result is
+    checked on both sides.
 
     Raises:
         SpecError: no budget given, or even the smallest valid network exceeds it.
@@ -113,21 +154,19 @@ def fit_phi(name: str, *, max_macs: float | None = None, max_params: float | Non
     for label, value in (("max_macs", max_macs), ("max_params", max_params)):
         if value is not None and not value > 0:
             raise SpecError(f"{label}={value!r} must be > 0")
-    lo = math.ceil(smallest_phi(name, coeffs) * 100)
-    ok, spec, params, macs = _fits(name, lo / 100, coeffs, max_macs, max_params)
-    if not ok:
-        raise SpecError(f"even the smallest valid {name} (phi={lo / 100:g}: {macs / 1e6:.1f}M MACs, "
+    floor, ceiling = math.ceil(smallest_phi(name, coeffs) * 100), int(max_phi * 100)
+    try:  # the grid index k is φ = k / 100
+        lo = largest_fitting(lambda k: _fits(name, k / 100, coeffs, max_macs, max_params)[0], floor, floor,
+                             ceiling, 64)
+    except OutOfRange as e:
+        if e.at_ceiling:
+            raise SpecError(f"phi={max_phi:g} still fits the budget; the budget is too large to be "
+                            "meaningful") from None
+        _, _, params, macs = _fits(name, floor / 100, coeffs, max_macs, max_params)
+        raise SpecError(f"even the smallest valid {name} (phi={floor / 100:g}: {macs / 1e6:.1f}M MACs, "
                         f"{params / 1e6:.2f}M params) exceeds the budget; raise the budget or pick a "
-                        f"smaller baseline")
-    hi = int(max_phi * 100)
-    if _fits(name, hi / 100, coeffs, max_macs, max_params)[0]:
-        raise SpecError(f"phi={max_phi:g} still fits the budget; the budget is too large to be meaningful")
-    while hi - lo > 1:  # invariant: lo fits, hi does not
-        mid = (lo + hi) // 2
-        if _fits(name, mid / 100, coeffs, max_macs, max_params)[0]:
-            lo = mid
-        else:
-            hi = mid
+                        f"smaller baseline") from None
+    hi = lo + 1
     _, spec, params, macs = _fits(name, lo / 100, coeffs, max_macs, max_params)
     _, _, next_params, next_macs = _fits(name, hi / 100, coeffs, max_macs, max_params)
     return FitResult(name, lo / 100, spec, params, macs, next_params, next_macs)

@@ -53,9 +53,12 @@ def human(n: float, unit: str = "") -> str:
     return f"{n:.3g}{unit}"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A left/right-aligned text table (numbers right-aligned)."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, markdown: bool = False) -> str:
+    """A left/right-aligned text table (numbers right-aligned), or a Markdown (GFM) table for reports."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    if markdown:
+        return "\n".join(["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(headers),
+                          *("| " + " | ".join(r) + " |" for r in cells[1:])])
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     numeric = [all(re.fullmatch(r"[-+]?[0-9.,]+[%xkMGT]?|", r[i]) for r in cells[1:]) for i in range(len(headers))]
 

@@ -13,8 +13,6 @@ the fp32 matmul peak measured in the same process (the machine's compute limit f
 
 from __future__ import annotations
 
-import random
-import resource
 import statistics
 import tempfile
 import time
@@ -27,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from effnet.deploy.timing import interleaved_times, peak_rss_bytes
 from effnet.errors import EffnetError
 from effnet.plots import pyplot, save_figure
 
@@ -161,26 +160,9 @@ def peer_contenders(name: str, example: torch.Tensor, *, dtype: str = "fp32", on
 
 def run_side_by_side(contenders: dict[str, Runner], x: torch.Tensor, *, rounds: int = 5, inner: int = 1,
                      warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds per call of each contender: ``rounds`` interleaved rounds of ``inner`` calls each.
-
-    The order is shuffled every round (seeded): a contender's first call is slowed by whatever ran
-    before it (torch's OpenMP threads still spinning, caches holding another model's weights), and a
-    fixed order would hand that cost to the same contender every round."""
-    times: dict[str, list[float]] = {k: [] for k in contenders}
-    for fn in contenders.values():
-        for _ in range(warmup):
-            fn(x)
-    order = list(contenders)
-    rng = random.Random(0)
-    for _ in range(rounds):
-        rng.shuffle(order)
-        for k in order:
-            fn = contenders[k]
-            t = time.perf_counter()
-            for _ in range(inner):
-                fn(x)
-            times[k].append((time.perf_counter() - t) / inner)
-    return times
+    """Seconds per call of each contender on ``x``: :func:`effnet.deploy.timing.interleaved_times`."""
+    return interleaved_times({k: (lambda fn=fn: fn(x)) for k, fn in contenders.items()}, rounds=rounds,
+                             inner=inner, warmup=warmup)
 
 
 def rows_from_times(times: dict[str, list[float]], batch: int, *, macs: int, peak: float,
@@ -200,8 +182,8 @@ def rows_from_times(times: dict[str, list[float]], batch: int, *, macs: int, pea
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory so far, in MB (:func:`effnet.deploy.timing.peak_rss_bytes`)."""
+    return peak_rss_bytes() / 2**20
 
 
 def bench_model(model: nn.Module, name: str | None, *, batches: tuple[int, ...] = (1, 16), dtype: str = "fp32",

@@ -17,13 +17,13 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from effnet.catalog import get_spec, smallest_phi
 from effnet.errors import SpecError
+from effnet.scaling_law import OutOfRange, largest_fitting
 
 __all__ = ["LatencyFit", "MemoryFit", "fit_latency", "fit_train_memory", "measure_latency"]
 
@@ -91,8 +91,8 @@ def fit_latency(name: str, max_latency_s: float, *, engine: str = "eager", batch
     lo_limit = math.ceil(smallest_phi(name) / STEP)
     hi_limit = int(max_phi / STEP)
     try:
-        lo = _largest_fitting(lambda k: ms(k) <= budget, 0, lo_limit, hi_limit, 1)
-    except _OutOfRange as e:
+        lo = largest_fitting(lambda k: ms(k) <= budget, 0, lo_limit, hi_limit, 1)
+    except OutOfRange as e:
         if e.at_ceiling:
             raise SpecError(f"phi={max_phi:g} still meets {budget:g} ms; the budget is too loose to fit") from None
         raise SpecError(f"even the smallest {name} (phi={lo_limit * STEP:g}) takes {ms(lo_limit):.1f} ms > "
@@ -115,47 +115,10 @@ def fit_train_memory(name: str, max_bytes: float, batch: int, *, amp: str = "non
 
     floor, ceiling = math.ceil(smallest_phi(name) * 100), int(max_phi * 100)
     try:
-        lo = _largest_fitting(lambda k: cost(k) <= max_bytes, max(0, floor), floor, ceiling, 25)
-    except _OutOfRange as e:
+        lo = largest_fitting(lambda k: cost(k) <= max_bytes, max(0, floor), floor, ceiling, 25)
+    except OutOfRange as e:
         if e.at_ceiling:
             raise SpecError(f"phi={max_phi:g} still fits; the budget is too large to be meaningful") from None
         raise SpecError(f"even the smallest {name} (phi={floor / 100:g}) needs {cost(floor) / 2**30:.2f} GiB "
                         f"at batch {batch}; lower the batch, add --grad-checkpointing, or raise the budget") from None
     return MemoryFit(name, batch, max_bytes, lo / 100, cost(lo), cost(lo + 1))
-
-
-class _OutOfRange(Exception):
-    def __init__(self, at_ceiling: bool) -> None:
-        self.at_ceiling = at_ceiling
-
-
-def _largest_fitting(fits: Callable[[int], bool], start: int, floor: int, ceiling: int, jump: int) -> int:
-    """The largest grid index k in [floor, ceiling) with ``fits(k)``, assuming cost grows with k.
-
-    Brackets from ``start`` by doubling steps (up if ``start`` fits, else down), then bisects, so a
-    latency fit times O(log n) networks instead of every grid point. Raises :class:`_OutOfRange` when
-    even ``floor`` does not fit or ``ceiling`` still does.
-    """
-    if fits(start):  # bracket upwards: lo fits, hi does not
-        lo, hi = start, min(start + jump, ceiling)
-        while fits(hi):
-            if hi >= ceiling:
-                raise _OutOfRange(at_ceiling=True)
-            lo, jump = hi, jump * 2
-            hi = min(hi + jump, ceiling)
-    else:  # bracket downwards
-        hi = start
-        while True:
-            lo = max(hi - jump, floor)
-            if fits(lo):
-                break
-            if lo == floor:
-                raise _OutOfRange(at_ceiling=False)
-            hi, jump = lo, jump * 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo

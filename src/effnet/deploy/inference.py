@@ -19,9 +19,7 @@ that does not match is never handed out.
 from __future__ import annotations
 
 import copy
-import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +28,7 @@ import torch
 from torch import nn
 
 from effnet.deploy.fold import check_parity, fold_bn
+from effnet.deploy.timing import interleaved_times, medians
 from effnet.errors import EffnetError
 
 __all__ = ["ENGINES", "OptimizedModel", "build_engine", "optimize_for_inference"]
@@ -143,16 +142,6 @@ def _verify(model: nn.Module, cand: OptimizedModel, x: torch.Tensor) -> Optimize
     return cand
 
 
-def _median_time(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, repeats: int = 5) -> float:
-    fn(x)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def _auto_candidates(dtype: str) -> list[str]:
     if dtype == "bf16":
         return ["eager"]
@@ -197,21 +186,23 @@ def optimize_for_inference(model: nn.Module, *, example: torch.Tensor | None = N
     model = model.eval()
     x = _example(model, example)
     names = _auto_candidates(dtype) if engine == "auto" else [engine]
-    best, best_t, errors = None, float("inf"), []
+    built: dict[str, OptimizedModel] = {}
+    errors: list[str] = []
     for name in names:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                cand = _verify(model, build_engine(model, name, dtype=dtype, example=x, workdir=workdir,
-                                                   calibration=calibration, bf16_guard=bf16_guard), x)
+                built[name] = _verify(model, build_engine(model, name, dtype=dtype, example=x, workdir=workdir,
+                                                          calibration=calibration, bf16_guard=bf16_guard), x)
         except EffnetError as e:
             if engine != "auto":
                 raise
             errors.append(f"{name}: {e}")
-            continue
-        t = _median_time(cand, x) if len(names) > 1 else 0.0
-        if t < best_t:
-            best, best_t = cand, t
-    if best is None:
+    if not built:
         raise EffnetError("no inference path passed verification: " + "; ".join(errors))
+    if len(built) == 1:
+        return next(iter(built.values()))
+    # Interleaved rounds, medians: one burst of load must not decide the choice.
+    times = medians(interleaved_times({k: (lambda c=c: c(x)) for k, c in built.items()}, rounds=5, warmup=1))
+    best = built[min(times, key=times.__getitem__)]
     return best

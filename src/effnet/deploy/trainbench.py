@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
+
+from effnet.deploy.bench import PEERS
+from effnet.deploy.timing import interleaved_times, medians, peak_rss_bytes, rss_bytes
 
 __all__ = ["VARIANTS", "Variant", "measure_memory", "run_train_bench", "time_steps"]
 
@@ -54,8 +53,6 @@ VARIANTS = {
 def _model(name: str, phi: float | None, v: Variant) -> nn.Module:
     if v.source == "timm":
         import timm
-
-        from effnet.deploy.bench import PEERS
 
         model = timm.create_model(PEERS[name][0] or name, pretrained=False)
         if v.grad_checkpointing:
@@ -92,41 +89,17 @@ def make_step(name: str, phi: float | None, v: Variant, batch: int, resolution: 
 
 
 def time_steps(steps: dict[str, Callable[[], float]], *, rounds: int = 3, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per step of each variant, interleaved over ``rounds``."""
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for fn in steps.values():
-        for _ in range(warmup):
-            fn()
-    for _ in range(rounds):
-        for k, fn in steps.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def _rss_now() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
-
-
-def _peak_rss() -> int:
-    """VmHWM, the high-water mark of this process's own address space. Not ``ru_maxrss``: Linux carries
-    that across ``exec`` from the parent, so a child would report its parent's peak."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Median seconds per step of each variant, interleaved and shuffled like every effnet timing."""
+    return medians(interleaved_times(steps, rounds=rounds, warmup=warmup))
 
 
 def _worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     step = make_step(args.model, args.phi, Variant(**json.loads(args.variant)), args.batch, args.resolution)
-    base = _rss_now()
+    base = rss_bytes()
     for _ in range(args.steps):
         step()
-    peak = _peak_rss()
+    peak = peak_rss_bytes()
     print(json.dumps({"baseline": base, "peak": peak, "delta": peak - base}))
 
 
@@ -152,7 +125,7 @@ def run_train_bench(args: argparse.Namespace) -> int:
     batch = int(args.batch.split(",")[-1]) if args.batch != "1,16" else 32
     spec = get_spec(args.model, phi=args.phi)
     names = ["timm", "effnet-fp32", "effnet"] + (["effnet-ckpt"] if args.grad_checkpointing else [])
-    if args.model not in _peers() or args.phi is not None:
+    if args.model not in PEERS or args.phi is not None:
         names.remove("timm")
     steps = {n: make_step(args.model, args.phi, VARIANTS[n], batch, spec.resolution) for n in names}
     times = time_steps(steps, rounds=args.rounds)
@@ -182,12 +155,6 @@ def run_train_bench(args: argparse.Namespace) -> int:
         print(table(["variant", "step s", "img/s", f"x {VARIANTS[names[0]].label}", "peak MB", "estimate MB",
                      "est. error"], rows))
     return 0
-
-
-def _peers() -> dict[str, Any]:
-    from effnet.deploy.bench import PEERS
-
-    return PEERS
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from effnet.scaling import PAPER_COEFFICIENTS
 from effnet.search.grid import GridSettings
+from effnet.textfmt import table
 from effnet.train.budget import Budget
 
 __all__ = ["DemoPlan", "demo_plan", "run_demo"]
@@ -103,12 +104,6 @@ def _plan_dict(plan: DemoPlan) -> dict[str, Any]:
     return asdict(plan)
 
 
-def _md_table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def report_markdown(r: dict[str, Any]) -> str:
     """The report as Markdown: what was run, the three tables, the plots, and the honest verdict."""
     from effnet.search.grid import load_result_dict
@@ -128,12 +123,12 @@ def report_markdown(r: dict[str, Any]) -> str:
           f"{len(search.records)} candidates, {len(search.completed)} completed. Accuracy on {b['eval_images']} "
           f"images held out from the training set. Best: **α = {best.candidate.alpha:g}, β = "
           f"{best.candidate.beta:g}, γ = {best.candidate.gamma:g}** ({best.accuracy:.2f} %).", "",
-          _md_table(HEADERS, search_rows(search)), "", "![search](search/search.png)", "",
+          table(HEADERS, search_rows(search), markdown=True), "", "![search](search/search.png)", "",
           "## STEP 2: the scaled family with the found coefficients", "",
-          _md_table(["φ", "d", "w", "r", "res", "MACs (M)", "MACs x", "top-1 (test)"],
+          table(["φ", "d", "w", "r", "res", "MACs (M)", "MACs x", "top-1 (test)"],
                     [[f"{f['phi']:g}", f"{f['depth']:.3f}", f"{f['width']:.3f}", f"{f['resolution_mult']:.3f}",
                       f["resolution"], f"{f['macs'] / 1e6:.2f}", f"{f['macs_ratio']:.2f}", f"{f['accuracy']:.2f}"]
-                     for f in r["family"]]), "",
+                     for f in r["family"]], markdown=True), "",
           *_compare_md(cmp, plan),
           "![compare](compare/compare.png)", "", "Class activation maps (seed 0 of each method, same images):", "",
           "![cams](compare/cams.png)", ""]
@@ -177,8 +172,8 @@ def _compare_md(cmp: dict[str, Any], plan: dict[str, Any]) -> list[str]:
                    f"{x['mean']:.2f} ± {x['std']:.2f}"] for x in cmp["rows"]]
     return [f"## Single-dimension vs compound scaling at matched MACs (φ = {cmp['phi']:g}, {cmp['seeds']} seeds)", "",
             *(n for note in notes for n in (note, "")),
-            _md_table(["method", "d", "w", "r", "res", "MACs (M)", "MACs x", "vs compound", "top-1 mean ± std"],
-                      table_rows), "",
+            table(["method", "d", "w", "r", "res", "MACs (M)", "MACs x", "vs compound", "top-1 mean ± std"],
+                      table_rows, markdown=True), "",
             verdict + f" Accuracies on the first {b['eval_images']} Fashion-MNIST test images.", ""]
 
 

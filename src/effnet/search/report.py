@@ -4,7 +4,6 @@ and accuracy against measured MACs (what the constraint α·β²·γ² ≈ 2 mea
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from effnet.plots import pyplot, save_figure
 from effnet.search.grid import SearchResult, TrialRecord
@@ -74,10 +73,3 @@ def plot_search(result: SearchResult, path: str | Path) -> Path:
     ax2.legend(fontsize=8)
     ax2.grid(alpha=0.3)
     return save_figure(fig, path)
-
-
-def summary(result: SearchResult) -> dict[str, Any]:
-    """Counts and the best candidate, for reports."""
-    best = result.best if result.completed else None
-    return {"completed": len(result.completed), "total": len(result.records),
-            "best": None if best is None else best.to_dict()}
