@@ -53,7 +53,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from effnet.search.grid import GridSettings
     from effnet.search.report import search_table
     from effnet.search.study import collect, open_storage, open_study
-    from effnet.search.trials import run_search_workers
+    from effnet.search.trials import Experiment, run_search_workers
 
     out = Path(args.out or f"runs/search-{args.study}")
     out.mkdir(parents=True, exist_ok=True)
@@ -64,8 +64,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         base, budget = _baseline_and_budget(args)
         grid = GridSettings(step=args.step, target=args.target, tol=args.tol, on=args.on)
-        candidates, context = prepare_search(base, args.data, budget, grid)
-        doc = open_study(store, args.study, grid, candidates, context)
+        candidates, exp = prepare_search(Experiment(base, args.data, budget), grid)
+        doc = open_study(store, args.study, grid, candidates, exp.to_dict())
     print(f"study {args.study!r}: {len(doc['candidates'])} candidates on {url}", file=sys.stderr)
     if not args.report_only:
         run_search_workers(url, args.study, workers=args.workers, heartbeat=args.heartbeat,
@@ -111,22 +111,21 @@ def cmd_scale_train(args: argparse.Namespace) -> int:
 
     from effnet.search.experiments import family_table, run_family
     from effnet.search.grid import load_result
-    from effnet.search.trials import resolve_baseline
-    from effnet.spec import NetworkSpec
+    from effnet.search.trials import Experiment, resolve_baseline
     from effnet.textfmt import parse_phi_range
-    from effnet.train.budget import Budget
 
     result = load_result(args.coefficients)
     best = result.best.candidate
-    base = NetworkSpec.from_dict(result.context["baseline"]) if args.name == "-" else resolve_baseline(args.name)
+    stored = Experiment.from_dict(result.context)
+    base = stored.baseline if args.name == "-" else resolve_baseline(args.name)
     print(f"{base.name}: alpha={best.alpha:g} beta={best.beta:g} gamma={best.gamma:g} from {args.coefficients} "
           f"(rank 1 of {len(result.completed)} completed)", file=sys.stderr)
     if not args.train:
         raise EffnetError("--coefficients without --train only reads the coefficients; add --train to train the "
                           "family, or pass --alpha/--beta/--gamma for the report")
-    budget = replace(Budget(**result.context["budget"]), eval_split="test")
+    exp = Experiment(base, stored.data, replace(stored.budget, eval_split="test"))
     out = Path(args.out or time.strftime("runs/scale-%Y%m%d-%H%M%S"))
-    rows = run_family(base, best.coefficients, parse_phi_range(args.phi), result.context["data"], budget, out,
+    rows = run_family(exp, best.coefficients, parse_phi_range(args.phi), out,
                       seeds=args.seeds, workers=args.workers, cache=out / "models", bar=_bar)
     print(family_table(rows))
     print(f"\nwrote {out}/family.json, family.md", file=sys.stderr)
@@ -155,6 +154,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from effnet.search.compare import summary_table
     from effnet.search.experiments import run_compare
+    from effnet.search.trials import Experiment
 
     if args.baseline is None:
         args.baseline = "efficientnet_b0"
@@ -162,7 +162,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.seeds < 2:
         raise EffnetError(f"--seeds {args.seeds}: mean ± std needs at least 2 seeds (3 recommended)")
     out = Path(args.out or time.strftime("runs/compare-%Y%m%d-%H%M%S"))
-    report = run_compare(base, _coefficients(args), args.phi, args.data, replace(budget, eval_split="test"), out,
+    exp = Experiment(base, args.data, replace(budget, eval_split="test"))
+    report = run_compare(exp, _coefficients(args), args.phi, out,
                          seeds=args.seeds, workers=args.workers, cam_images=args.cam_images, bar=_bar,
                          adjust_phi=not args.exact_phi, reference=_paper() if args.reference else None)
     print(summary_table(report["rows"]))

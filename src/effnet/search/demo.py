@@ -66,7 +66,7 @@ def _bar(total: int, desc: str) -> Any:
 def run_demo(out: str | Path, plan: DemoPlan | None = None) -> dict[str, Any]:
     """Run search → scale → compare into ``out``; returns the report's data (also ``report.json``)."""
     from effnet.search.experiments import run_compare, run_family, run_search_step
-    from effnet.search.trials import resolve_baseline
+    from effnet.search.trials import Experiment, resolve_baseline
 
     plan = plan or DemoPlan()
     out = Path(out)
@@ -76,18 +76,19 @@ def run_demo(out: str | Path, plan: DemoPlan | None = None) -> dict[str, Any]:
                             resolution=plan.resolution)
     (out / "baseline.json").write_text(json.dumps({"spec": base.to_dict()}, indent=2))
     timings: dict[str, float] = {}
-    search = run_search_step(base, plan.data, plan.budget, plan.grid, out / "search", workers=plan.workers,
+    exp = Experiment(base, plan.data, plan.budget)
+    search = run_search_step(exp, plan.grid, out / "search", workers=plan.workers,
                              bar=_bar)
     timings["search"] = time.time() - t0
     coeffs = search.best.candidate.coefficients
     reference = PAPER_COEFFICIENTS if plan.reference_paper and coeffs != PAPER_COEFFICIENTS else None
-    test_budget = replace(plan.budget, eval_split="test")
+    test_exp = exp.replace(budget=replace(plan.budget, eval_split="test"))
     t = time.time()
-    family = run_family(base, coeffs, plan.phis, plan.data, test_budget, out / "scale", workers=plan.workers,
+    family = run_family(test_exp, coeffs, plan.phis, out / "scale", workers=plan.workers,
                         cache=out / "models", bar=_bar)
     timings["scale"] = time.time() - t
     t = time.time()
-    compare = run_compare(base, coeffs, plan.compare_phi, plan.data, test_budget, out / "compare", seeds=plan.seeds,
+    compare = run_compare(test_exp, coeffs, plan.compare_phi, out / "compare", seeds=plan.seeds,
                           workers=plan.workers, cache=out / "models", cam_images=plan.cam_images, bar=_bar,
                           family=family, reference=reference)
     timings["compare"] = time.time() - t

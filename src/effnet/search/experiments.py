@@ -11,13 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from effnet.macs import estimate_cost
 from effnet.scaling import Coefficients, Multipliers, compound_multipliers, scale_spec
 from effnet.search.compare import cam_grid, choose_phi, plan_arms, plot_compare, summarize, summary_table, winner
 from effnet.search.grid import Candidate, GridSettings, SearchResult, grid_candidates
 from effnet.search.report import plot_search, search_table
-from effnet.search.trials import job_key, make_context, run_jobs
-from effnet.spec import NetworkSpec
+from effnet.search.trials import Experiment, Job, job_key, run_jobs
 from effnet.textfmt import table
 
 __all__ = ["prepare_search", "run_compare", "run_family", "run_search_step"]
@@ -25,22 +23,15 @@ __all__ = ["prepare_search", "run_compare", "run_family", "run_search_step"]
 Bar = Callable[[int, str], Any] | None
 
 
-def _macs_ratio(base: NetworkSpec) -> Callable[[Coefficients], float]:
-    base_macs = estimate_cost(base, num_classes=10, in_chans=1).macs
+def prepare_search(exp: Experiment, grid: GridSettings) -> tuple[list[Candidate], Experiment]:
+    """The grid's candidates (with the measured MACs ratio of each φ = 1 network) and the experiment
+    every worker trains them with (evaluated on images held out from the training set)."""
+    exp = exp.replace(budget=replace(exp.budget, eval_split="val"))
 
     def ratio(c: Coefficients) -> float:
-        spec = scale_spec(base, Multipliers(c.alpha, c.beta, c.gamma))
-        return estimate_cost(spec, num_classes=10, in_chans=1).macs / base_macs
+        return exp.macs_ratio(scale_spec(exp.baseline, Multipliers(c.alpha, c.beta, c.gamma)))
 
-    return ratio
-
-
-def prepare_search(base: NetworkSpec, data: str, budget: Any, grid: GridSettings, seed: int = 0,
-                   ) -> tuple[list[Candidate], dict[str, Any]]:
-    """The grid's candidates (with the measured MACs ratio of each φ = 1 network) and the context
-    every worker trains them with (evaluated on images held out from the training set)."""
-    candidates = grid_candidates(grid, macs_ratio=_macs_ratio(base))
-    return candidates, make_context(base, data, replace(budget, eval_split="val"), seed)
+    return grid_candidates(grid, macs_ratio=ratio), exp
 
 
 def write_search(result: SearchResult, out: Path) -> None:
@@ -50,7 +41,7 @@ def write_search(result: SearchResult, out: Path) -> None:
     plot_search(result, out / "search.png")
 
 
-def run_search_step(base: NetworkSpec, data: str, budget: Any, grid: GridSettings, out: Path, *, workers: int = 1,
+def run_search_step(exp: Experiment, grid: GridSettings, out: Path, *, workers: int = 1,
                     storage: str | None = None, study: str = "search", bar: Bar = None, heartbeat: float = 10.0,
                     stale_after: float = 60.0) -> SearchResult:
     """STEP 1 into ``out`` (``results.json``, ``search.md``, ``search.png``); the study lives in
@@ -60,9 +51,9 @@ def run_search_step(base: NetworkSpec, data: str, budget: Any, grid: GridSetting
 
     out.mkdir(parents=True, exist_ok=True)
     url = storage or str(out / "search.log")
-    candidates, context = prepare_search(base, data, budget, grid)
+    candidates, exp = prepare_search(exp, grid)
     store = open_storage(url)
-    open_study(store, study, grid, candidates, context)
+    open_study(store, study, grid, candidates, exp.to_dict())
     progress = bar(len(candidates), "STEP 1 search") if bar else None
 
     def update(result: SearchResult) -> None:
@@ -85,7 +76,7 @@ def run_search_step(base: NetworkSpec, data: str, budget: Any, grid: GridSetting
     return result
 
 
-def _run(jobs: list[Any], workers: int, cache: Path | None, bar: Bar, desc: str) -> list[dict[str, Any]]:
+def _run(jobs: list[Job], workers: int, cache: Path | None, bar: Bar, desc: str) -> list[dict[str, Any]]:
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     progress = bar(len(jobs), desc) if bar else None
@@ -97,14 +88,14 @@ def _run(jobs: list[Any], workers: int, cache: Path | None, bar: Bar, desc: str)
             progress.close()
 
 
-def run_family(base: NetworkSpec, coeffs: Coefficients, phis: Sequence[float], data: str, budget: Any, out: Path, *,
+def run_family(exp: Experiment, coeffs: Coefficients, phis: Sequence[float], out: Path, *,
                seeds: int = 1, workers: int = 1, cache: Path | None = None, bar: Bar = None) -> list[dict[str, Any]]:
-    """STEP 2: the baseline scaled by (α^φ, β^φ, γ^φ) for each φ, trained with ``budget``; writes
-    ``family.json`` and ``family.md`` into ``out``."""
+    """STEP 2: the baseline scaled by (α^φ, β^φ, γ^φ) for each φ, trained with the experiment's budget;
+    writes ``family.json`` and ``family.md`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    context = make_context(base, data, budget)
+    base = exp.baseline
     specs = [(phi, compound_multipliers(phi, coeffs)) for phi in phis]
-    jobs = [(scale_spec(base, m, name=f"{base.name}@phi={phi:g}").to_dict(), context, s)
+    jobs: list[Job] = [(scale_spec(base, m, name=f"{base.name}@phi={phi:g}"), exp, s)
             for phi, m in specs for s in range(seeds)]
     results = _run(jobs, workers, cache, bar, "STEP 2 scale")
     rows = []
@@ -127,7 +118,7 @@ def family_table(rows: Sequence[dict[str, Any]]) -> str:
                    f"{r['accuracy']:.2f}"] for r in rows])
 
 
-def run_compare(base: NetworkSpec, coeffs: Coefficients, phi: float, data: str, budget: Any, out: Path, *,
+def run_compare(exp: Experiment, coeffs: Coefficients, phi: float, out: Path, *,
                 seeds: int = 3, workers: int = 1, cache: Path | None = None, cam_images: int = 4, bar: Bar = None,
                 family: Sequence[dict[str, Any]] = (), adjust_phi: bool = True,
                 reference: Coefficients | None = None) -> dict[str, Any]:
@@ -138,34 +129,33 @@ def run_compare(base: NetworkSpec, coeffs: Coefficients, phi: float, data: str, 
     the same MACs (see :func:`effnet.search.compare.plan_arms`)."""
     out.mkdir(parents=True, exist_ok=True)
     cache = cache or out / "models"
+    base = exp.baseline
     asked, phi = phi, choose_phi(base, coeffs, phi, reference=reference) if adjust_phi else phi
     arms = plan_arms(base, coeffs, phi, reference)
-    context = make_context(base, data, budget)
-    jobs = [(a.spec.to_dict(), context, s) for a in arms for s in range(seeds)]
+    jobs: list[Job] = [(a.spec, exp, s) for a in arms for s in range(seeds)]
     results = _run(jobs, workers, cache, bar, "compare")
     acc = {a.method: [results[i * seeds + s]["accuracy"] for s in range(seeds)] for i, a in enumerate(arms)}
     rows = summarize(arms, acc)
     report = {"phi": phi, "phi_asked": asked, "coefficients": [coeffs.alpha, coeffs.beta, coeffs.gamma], "seeds": seeds,
               "reference": None if reference is None else [reference.alpha, reference.beta, reference.gamma],
-              "budget": budget.to_dict(), "rows": rows, "winner": winner(rows)}
+              "budget": exp.budget.to_dict(), "rows": rows, "winner": winner(rows)}
     (out / "compare.json").write_text(json.dumps(report, indent=2))
     (out / "compare.md").write_text(summary_table(rows) + "\n")
     plot_compare(rows, out / "compare.png", family=family,
                  title=f"matched MACs at φ = {phi:g} (compound α={coeffs.alpha:g}, β={coeffs.beta:g}, "
                        f"γ={coeffs.gamma:g}), {seeds} seeds")
     if cam_images > 0:
-        _cams(arms, jobs, seeds, context, cache, cam_images, out / "cams.png")
+        _cams(arms, jobs, seeds, exp, cache, cam_images, out / "cams.png")
     return report
 
 
-def _cams(arms: Sequence[Any], jobs: Sequence[Any], seeds: int, context: dict[str, Any], cache: Path, n: int,
+def _cams(arms: Sequence[Any], jobs: Sequence[Job], seeds: int, exp: Experiment, cache: Path, n: int,
           path: Path) -> None:
     import torch
 
     from effnet.model import ConvNet
-    from effnet.search.trials import _arrays
 
-    arrays = _arrays(context)
+    arrays = exp.arrays()
     models = {}
     for i, arm in enumerate(arms):
         model = ConvNet(arm.spec.replace(bn_momentum=0.1), num_classes=len(arrays.classes), in_chans=1)

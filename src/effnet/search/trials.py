@@ -1,9 +1,10 @@
 """Running many budget trainings: the search's evaluator, a process pool for the rest, and baselines.
 
 Every experiment here (STEP 1 search, STEP 2 family, single-dimension comparison) trains networks
-scaled from one baseline under one :class:`~effnet.train.budget.Budget`. A *context* dict says
-which (baseline spec, data, budget); it is JSON, so a search study stores it and a worker that joins
-from another machine trains exactly what the others train.
+scaled from one baseline under one :class:`~effnet.train.budget.Budget`. An :class:`Experiment`
+value says which (baseline spec, data, budget, seed). Inside a process it is passed as that frozen
+value; it becomes JSON only where it crosses a boundary (a search study's storage, a job's cache
+key), so a worker that joins from another machine trains exactly what the others train.
 
 On small CPU models one thread per process beats one process with two threads (less
 synchronisation per tiny convolution), so parallel runs are processes with ``torch`` limited to one
@@ -18,8 +19,10 @@ import multiprocessing as mp
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from dataclasses import replace as _replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from effnet.catalog import MODELS, get_spec
 from effnet.errors import EffnetError, SpecError
@@ -27,9 +30,62 @@ from effnet.scaling import Multipliers, limit_stride, scale_spec
 from effnet.search.grid import Candidate
 from effnet.spec import NetworkSpec
 
-__all__ = ["Job", "job_key", "make_context", "resolve_baseline", "run_jobs", "run_search_workers", "search_evaluator"]
+if TYPE_CHECKING:
+    from effnet.train.budget import Budget, ImageArrays
 
-_ARRAYS: dict[str, Any] = {}  # per process: (data, budget, seed) -> ImageArrays, loaded once
+__all__ = ["Experiment", "Job", "job_key", "resolve_baseline", "run_jobs", "run_search_workers", "search_evaluator"]
+
+_ARRAYS: dict[tuple[str, Budget, int], ImageArrays] = {}  # per process, loaded once per (data, budget, seed)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What every proxy training of one search, family or comparison shares.
+
+    Attributes:
+        baseline: the unscaled network every candidate is scaled from.
+        data: a built-in data set name (``fashion-mnist``, ``mnist``, ``digits``).
+        budget: the fixed training budget every network gets.
+        seed: the data split's seed (which training images are held out for selection).
+    """
+
+    baseline: NetworkSpec
+    data: str
+    budget: Budget
+    seed: int = 0
+
+    def replace(self, **changes: Any) -> Experiment:
+        return _replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON for the storage and process boundary (the keys search studies have always stored)."""
+        return {"baseline": self.baseline.to_dict(), "data": self.data, "budget": self.budget.to_dict(),
+                "seed": self.seed}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Experiment:
+        from effnet.train.budget import Budget
+
+        return cls(NetworkSpec.from_dict(dict(d["baseline"])), str(d["data"]), Budget(**d["budget"]),
+                   int(d.get("seed", 0)))
+
+    def arrays(self) -> ImageArrays:
+        """The experiment's images, loaded once per process (forked workers inherit them)."""
+        from effnet.train.budget import load_arrays
+
+        key = (self.data, self.budget, self.seed)
+        if key not in _ARRAYS:
+            _ARRAYS[key] = load_arrays(self.data, self.budget, seed=self.seed)
+        return _ARRAYS[key]
+
+    def macs_ratio(self, spec: NetworkSpec) -> float:
+        """``spec``'s MACs over the baseline's, both with this data's class count and gray input: the
+        one definition the grid's candidates, the family and the comparison all report."""
+        from effnet.macs import estimate_cost
+
+        k = len(self.arrays().classes)
+        return estimate_cost(spec, num_classes=k, in_chans=1).macs / estimate_cost(self.baseline, num_classes=k,
+                                                                                     in_chans=1).macs
 
 
 def resolve_baseline(name: str, *, depth: float = 1.0, width: float = 1.0, total_stride: int | None = None,
@@ -57,34 +113,14 @@ def resolve_baseline(name: str, *, depth: float = 1.0, width: float = 1.0, total
     return spec.replace(resolution=resolution) if resolution else spec
 
 
-def make_context(baseline: NetworkSpec, data: str, budget: Any, seed: int = 0) -> dict[str, Any]:
-    """The JSON context of an experiment (round-tripped so stored and asked copies compare equal)."""
-    return json.loads(json.dumps({"baseline": baseline.to_dict(), "data": data, "budget": budget.to_dict(),
-                                  "seed": seed}))
-
-
-def _arrays(context: Mapping[str, Any]) -> Any:
-    from effnet.train.budget import Budget, load_arrays
-
-    key = json.dumps([context["data"], context["budget"], context.get("seed", 0)], sort_keys=True)
-    if key not in _ARRAYS:
-        _ARRAYS[key] = load_arrays(context["data"], Budget(**context["budget"]), seed=context.get("seed", 0))
-    return _ARRAYS[key]
-
-
-def train_context(spec_dict: Mapping[str, Any], context: Mapping[str, Any], seed: int,
-                  save: Path | None = None) -> dict[str, Any]:
-    """Train one spec under ``context``'s data and budget; the outcome as a dict. ``save``: also write
+def train_one(spec: NetworkSpec, exp: Experiment, seed: int, save: Path | None = None) -> dict[str, Any]:
+    """Train one spec under ``exp``'s data and budget; the outcome as a dict. ``save``: also write
     the weights there (``torch.save`` of the state dict) for later use (class activation maps)."""
-    from effnet.macs import estimate_cost
-    from effnet.train.budget import Budget, train_spec
+    from effnet.train.budget import train_spec
 
-    spec = NetworkSpec.from_dict(dict(spec_dict))
-    trained = train_spec(spec, _arrays(context), Budget(**context["budget"]), seed=seed)
+    trained = train_spec(spec, exp.arrays(), exp.budget, seed=seed)
     out = trained.to_dict()
-    base = NetworkSpec.from_dict(context["baseline"])
-    k = len(_arrays(context).classes)
-    out["macs_ratio"] = out["macs"] / estimate_cost(base, num_classes=k, in_chans=1).macs
+    out["macs_ratio"] = exp.macs_ratio(spec)
     if save is not None and trained.model is not None:
         import torch
 
@@ -92,15 +128,15 @@ def train_context(spec_dict: Mapping[str, Any], context: Mapping[str, Any], seed
     return out
 
 
-def search_evaluator(context: Mapping[str, Any]) -> Callable[[Candidate], dict[str, Any]]:
+def search_evaluator(exp: Experiment) -> Callable[[Candidate], dict[str, Any]]:
     """STEP 1's evaluator: the φ = 1 network of a candidate, (α, β, γ) applied to the baseline, trained
-    with the context's budget; returns its accuracy on the held-out images and its measured cost."""
-    base = NetworkSpec.from_dict(dict(context["baseline"]))
+    with the experiment's budget; returns its accuracy on the held-out images and its measured cost."""
+    base = exp.baseline
 
     def evaluate(c: Candidate) -> dict[str, Any]:
         spec = scale_spec(base, Multipliers(c.alpha, c.beta, c.gamma), name=f"{base.name}@a{c.alpha:g}b{c.beta:g}"
                           f"g{c.gamma:g}")
-        return train_context(spec.to_dict(), context, int(context.get("seed", 0)))
+        return train_one(spec, exp, exp.seed)
 
     return evaluate
 
@@ -111,38 +147,39 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-Job = tuple[dict[str, Any], dict[str, Any], int]
+Job = tuple[NetworkSpec, Experiment, int]  # (network, experiment, training seed)
 
 
 def _canonical(job: Job) -> str:
     # The spec's name does not change what is trained: STEP 2's phi = 1 and compare's compound arm are one job.
-    spec, context, seed = job
-    return json.dumps([{k: v for k, v in spec.items() if k != "name"}, context, seed], sort_keys=True)
+    spec, exp, seed = job
+    return json.dumps([{k: v for k, v in spec.to_dict().items() if k != "name"}, exp.to_dict(), seed],
+                      sort_keys=True)
 
 
 def job_key(job: Job) -> str:
-    """A stable name for a (spec dict, context, seed) training job: its cached outcome and weights."""
+    """A stable name for a (spec, experiment, seed) training job: its cached outcome and weights."""
     return hashlib.sha256(_canonical(job).encode()).hexdigest()[:16]
 
 
 def _job(job: Job, cache: str | None) -> dict[str, Any]:
-    spec, context, seed = job
+    spec, exp, seed = job
     if cache is None:
-        return train_context(spec, context, seed)
+        return train_one(spec, exp, seed)
     key = Path(cache) / job_key(job)
-    out = train_context(spec, context, seed, save=key.with_suffix(".pt"))
+    out = train_one(spec, exp, seed, save=key.with_suffix(".pt"))
     key.with_suffix(".json").write_text(json.dumps(out))
     return out
 
 
 def run_jobs(jobs: Sequence[Job], *, workers: int = 1, cache: str | Path | None = None,
              on_done: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Train every (spec dict, context, seed) job; ``workers`` processes (one torch thread each), or
+    """Train every (spec, experiment, seed) job; ``workers`` processes (one torch thread each), or
     in-process when 1. Identical jobs are trained once. With a ``cache`` folder each job's outcome and
     weights are kept there as ``<job_key>.json``/``.pt`` and a job already there is not trained again
     (a rerun of a killed experiment picks up where it stopped). Results come back in job order."""
     keys = [_canonical(j) for j in jobs]
-    first = {k: tuple(j) for k, j in reversed(list(zip(keys, jobs, strict=True)))}
+    first = {k: j for k, j in reversed(list(zip(keys, jobs, strict=True)))}
     unique = list(dict.fromkeys(keys))
     results: dict[str, dict[str, Any]] = {}
     cache_s = None if cache is None else str(cache)
@@ -156,14 +193,14 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, cache: str | Path | None 
 
     todo = []
     for key in unique:
-        cached = None if cache is None else Path(cache) / (job_key(first[key]) + ".json")  # type: ignore[arg-type]
+        cached = None if cache is None else Path(cache) / (job_key(first[key]) + ".json")
         if cached is not None and cached.is_file() and cached.with_suffix(".pt").is_file():
             done(key, json.loads(cached.read_text()))
         else:
             todo.append(key)
     if workers <= 1 or len(todo) <= 1:
         for key in todo:
-            done(key, _job(first[key], cache_s))  # type: ignore[arg-type]
+            done(key, _job(first[key], cache_s))
     else:
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("fork"),
                                  initializer=_init_worker) as pool:
@@ -178,8 +215,14 @@ def _search_process(url: str, study: str, heartbeat: float, stale_after: float) 
 
     _init_worker()
     storage = open_storage(url)
-    context = storage.get_study_user_attrs(storage.get_study_id_from_name(study))["effnet.grid"]["context"]
-    run_worker(storage, study, search_evaluator(context), heartbeat=heartbeat, stale_after=stale_after)
+    run_worker(storage, study, search_evaluator(_stored_experiment(storage, study)), heartbeat=heartbeat,
+               stale_after=stale_after)
+
+
+def _stored_experiment(storage: Any, study: str) -> Experiment:
+    """The experiment a search study was created with (its JSON in the study's attributes)."""
+    attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
+    return Experiment.from_dict(attrs["effnet.grid"]["context"])
 
 
 def run_search_workers(url: str, study: str, *, workers: int = 1, heartbeat: float = 10.0, stale_after: float = 60.0,
@@ -191,10 +234,10 @@ def run_search_workers(url: str, study: str, *, workers: int = 1, heartbeat: flo
 
     storage = open_storage(url)
     if workers <= 1:
-        context = storage.get_study_user_attrs(storage.get_study_id_from_name(study))["effnet.grid"]["context"]
+        exp = _stored_experiment(storage, study)
         if on_progress is not None:
             on_progress(collect(storage, study))  # a resumed study starts where it stopped
-        run_worker(storage, study, search_evaluator(context), heartbeat=heartbeat, stale_after=stale_after,
+        run_worker(storage, study, search_evaluator(exp), heartbeat=heartbeat, stale_after=stale_after,
                    on_trial=(lambda _c, _o: on_progress(collect(storage, study))) if on_progress else None)
         return 1
     ctx = mp.get_context("fork")
