@@ -1,4 +1,4 @@
-"""Fine-tuning benchmark (issue 3): EfficientNet-Lite0 from its ImageNet weights vs from scratch.
+"""Fine-tuning benchmark: EfficientNet-Lite0 from its ImageNet weights vs from scratch.
 
 Both runs train the same network with the same recipe and budget (the same 1,000 Fashion-MNIST
 training images, picked by one seeded permutation, the same epochs, batch and learning rate) and

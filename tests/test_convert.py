@@ -148,7 +148,8 @@ def test_timm_and_torchvision_through_effnet_convert_files(tmp_path: Path, capsy
 
 
 def _timm_to_lukemelas(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The rename of reference/data.md §2b run backwards (plus SE): an oracle independent of effnet's table."""
+    """lukemelas's key rename (the efficientnet_pytorch package's model.py) run backwards (plus SE): an
+    oracle independent of effnet's table."""
     top = {"conv_stem": "_conv_stem", "bn1": "_bn0", "conv_head": "_conv_head", "bn2": "_bn1", "classifier": "_fc"}
     ds = {"conv_dw": "_depthwise_conv", "bn1": "_bn1", "conv_pw": "_project_conv", "bn2": "_bn2"}
     ir = {"conv_pw": "_expand_conv", "bn1": "_bn0", "conv_dw": "_depthwise_conv", "bn2": "_bn1",

@@ -37,7 +37,7 @@ def test_grad_checkpointing_gives_identical_grads(tiny_spec, stages):
 
 
 def test_b0_estimate_matches_the_known_saved_activations():
-    """timm's B0 saves 2713 MB for backward at batch 32 (reference/performance.md §4); same net here."""
+    """timm's B0 saves 2713 MB for backward at batch 32 (docs/performance-notes.md); same net here."""
     est = estimate_train_memory(get_spec("efficientnet_b0"), 32)
     assert 2600 < est.activations / 2**20 < 2850  # the reference counts MB of 2**20 bytes
     assert est.total > est.activations + est.parameters

@@ -15,7 +15,7 @@ def test_scaling_report_rows() -> None:
     assert [r.phi for r in rows] == [0, 1, 2]
     assert rows[0].macs_ratio == 1 and rows[0].drift == 0
     assert rows[1].theory_ratio == pytest.approx(1.9203, abs=1e-4)
-    # φ = 1 lands on B2's channels and depth (paper.md §1.3 (a): B2 ≈ φ 1), at 258 px
+    # φ = 1 lands on B2's channels and depth (docs/paper.md: B2 ≈ φ 1), at 258 px
     assert rows[1].widths == (16, 24, 48, 88, 120, 208, 352) and rows[1].resolution == 258
     assert rows[1].drift == pytest.approx(rows[1].macs_ratio / 1.92027 - 1, abs=1e-4)
     json.dumps([r.to_dict() for r in rows])

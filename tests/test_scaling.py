@@ -21,7 +21,7 @@ from effnet.scaling import (
 )
 from effnet.spec import NetworkSpec
 
-# paper.md §1.3: stem, stage channels, repeats, head of every official preset.
+# docs/paper.md and TPU efficientnet_builder.py: stem, stage channels, repeats, head of every official preset.
 OFFICIAL = {
     "b0": (32, (16, 24, 40, 80, 112, 192, 320), (1, 2, 2, 3, 3, 4, 1), 1280),
     "b1": (32, (16, 24, 40, 80, 112, 192, 320), (2, 3, 3, 4, 4, 5, 2), 1280),
@@ -77,7 +77,7 @@ def test_round_repeats_ceil_inflates_b1() -> None:
     assert round_repeats(1, 1.1) == 2 and round_repeats(3, 1.1) == 4 and round_repeats(4, 1.0) == 4
     assert round_repeats(1, 0.4, "round") == 0
     b0, b1 = get_spec("efficientnet_b0"), get_spec("efficientnet_b1")
-    assert b1.num_blocks / b0.num_blocks == pytest.approx(1.4375)  # paper.md §1.3 finding (b)
+    assert b1.num_blocks / b0.num_blocks == pytest.approx(1.4375)  # docs/paper.md: ceil inflates depth
     assert round_resolution(224, 1.15**0.5) == 240
 
 
@@ -104,7 +104,7 @@ def test_mobilenetv2_head_never_shrinks() -> None:
 
 @pytest.mark.parametrize(("phi", "preset"), [(0.5, "b1"), (1.0, "b2"), (2.0, "b3")])
 def test_formula_lands_near_published_presets(phi: float, preset: str) -> None:
-    """paper.md §1.3 (a): B1 ≈ φ 0.5, B2 ≈ φ 1, B3 ≈ φ 2 (d and w within ±0.05, r within 5 %)."""
+    """docs/paper.md: B1 ≈ φ 0.5, B2 ≈ φ 1, B3 ≈ φ 2 (d and w within ±0.05, r within 5 %)."""
     m, p = compound_multipliers(phi), EFFICIENTNET_PRESETS[preset]
     assert m.width == pytest.approx(p.width, abs=0.05)
     assert m.depth == pytest.approx(p.depth, abs=0.05)

@@ -10,7 +10,7 @@
   map of a GAP + linear head, α_c = w_kc / (H·W), so Grad-CAM is ReLU(CAM) / (H·W).
 
 Everything is written against the model contract (``forward_features``, ``classifier``), so it works
-for every family (DESIGN.md §1.6 rule 7).
+for every family (timm's model contract, ARCHITECTURE.md).
 """
 
 from __future__ import annotations

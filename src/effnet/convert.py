@@ -169,10 +169,11 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any]) -> dict[str, Any]
     raise EffnetError(f"no torchvision key table for {name!r}; supported: {', '.join(TORCHVISION_BN_EPS)}")
 
 
-# lukemelas EfficientNet-PyTorch (and its Lite fork, the key naming of the PyPI Lite weight packages,
-# reference/data.md §2a): a flat `_blocks.i` list over all stages. Top-level `_bn0`/`_bn1` are the
-# stem and head BN; inside a block `_bn0` follows the expansion, `_bn1` the depthwise conv and `_bn2`
-# the projection. Block i goes to stages.s.j by counting the spec's repeats per stage.
+# lukemelas EfficientNet-PyTorch (github.com/lukemelas/EfficientNet-PyTorch, efficientnet_pytorch/
+# model.py, and its Lite fork: the key naming of the PyPI Lite weight packages): a flat `_blocks.i`
+# list over all stages. Top-level `_bn0`/`_bn1` are the stem and head BN; inside a block `_bn0`
+# follows the expansion, `_bn1` the depthwise conv and `_bn2` the projection. Block i goes to
+# stages.s.j by counting the spec's repeats per stage.
 LUKEMELAS_EFFICIENTNET: KeyTable = (
     (r"_conv_stem\.(.+)", r"stem.conv.\1"),
     (r"_bn0\.(.+)", r"stem.bn.\1"),

@@ -3,8 +3,8 @@
 Both use the preprocessing the weights expect (``model.preprocessing``, set by pretrained weights and
 checkpoints; see :func:`effnet.weights.default_preprocessing`), because a model fed the wrong input
 scaling still answers, only worse: EfficientNet-Lite with ImageNet mean/std instead of (x − 127)/128
-keeps its top-1 on easy photos but loses confidence (reference/data.md §2b), so a silent mismatch
-would go unnoticed.
+keeps its top-1 on easy photos but loses confidence (measured on shared/data/imagenet-sample-100 with
+the Lite weights), so a silent mismatch would go unnoticed.
 """
 
 from __future__ import annotations

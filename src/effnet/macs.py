@@ -1,7 +1,7 @@
 """Analytic parameter and MAC counts from a spec (no torch).
 
 Counts what the paper's "FLOPS" column counts: multiply-adds of convolutions and the classifier
-(paper.md: "FLOPs in the paper are multiply-adds"). Batch norm, activations, pooling and the SE
+(docs/paper.md: the paper's FLOPS are multiply-adds). Batch norm, activations, pooling and the SE
 gating multiply are not counted, exactly as ``torch.utils.flop_counter`` does not count them, so
 :func:`effnet.flops.count_macs` cross-checks this module to the last MAC.
 

@@ -1,6 +1,6 @@
 """The paper's published figures, as cited data (no torch), for side-by-side reports and tests.
 
-Sources (see ``shared/reference/paper.md``): Tan & Le 2019, arXiv 1905.11946 v5 (P5) Table 2 and
+Sources (summarised in ``docs/paper.md``): Tan & Le 2019, arXiv 1905.11946 v5 (P5) Table 2 and
 Table 3; exact parameter counts from torchvision's weights metadata; MobileNetV1 from Howard et
 al. 2017 Table 1 / Keras; ResNet from torchvision.
 """

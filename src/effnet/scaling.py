@@ -111,7 +111,7 @@ def compound_multipliers(phi: float, coeffs: Coefficients = PAPER_COEFFICIENTS) 
 
 
 def implied_phi(m: Multipliers, coeffs: Coefficients = PAPER_COEFFICIENTS) -> tuple[float, float, float]:
-    """The φ each multiplier implies, log(m)/log(base), per dimension (paper.md §1.3 finding a).
+    """The φ each multiplier implies, log(m)/log(base), per dimension (docs/paper.md).
 
     Published presets are not α^φ, β^φ, γ^φ for one φ: B3's (w 1.2, d 1.4, r 300) implies
     φ = 1.85 / 1.91 / 2.09. A base of exactly 1 gives NaN (φ is undefined there).
@@ -139,7 +139,7 @@ def round_channels(channels: int, width_mult: float, divisor: int = 8, round_lim
 def round_repeats(repeats: int, depth_mult: float, mode: DepthRounding = "ceil") -> int:
     """Official ``round_repeats``: ``ceil(d · L)``. ``round`` is offered for experiments; it can
     give 0 (the caller rejects that). Ceil inflates shallow nets: B1's d = 1.1 makes B0's 16 blocks
-    23 (1.44×, paper.md §1.3 finding b)."""
+    23 (1.44×, docs/paper.md)."""
     if mode == "ceil":
         return math.ceil(repeats * depth_mult)
     if mode == "round":

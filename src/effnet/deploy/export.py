@@ -4,7 +4,7 @@ Why effnet exports its own graph rather than the training module as is: batch no
 the convolutions first (exact, see :func:`effnet.deploy.fold.fold_bn`), and squeeze-excitation's
 global mean is written as ``GlobalAveragePool`` instead of ``ReduceMean``. ONNX Runtime's NCHWc
 layout pass keeps ``GlobalAveragePool`` in its blocked layout but wraps every ``ReduceMean`` in
-layout reorders (reference/performance.md §3: reorders are ~12 % of ORT's time on B0), so the
+layout reorders (docs/performance-notes.md: reorders were ~12 % of ORT's time on B0), so the
 rewrite removes one reorder per SE block. The ONNX file is self-contained (no ``.onnx.data``).
 
 A model that cannot be exported raises :class:`ExportError` naming the cause (e.g. Python control

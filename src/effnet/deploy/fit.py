@@ -1,6 +1,6 @@
 """Hardware-aware budgets → φ: measured latency on this machine, and estimated training memory.
 
-Why measure: MACs do not predict latency for depthwise-heavy networks (reference/performance.md §3:
+Why measure: MACs do not predict latency for depthwise-heavy networks (docs/performance-notes.md:
 B0's depthwise convs run at 5–27 GFLOP/s while its 1×1 convs reach 100+), so a MACs budget is a
 poor proxy for a latency budget. EfficientNet-X (Li et al. 2021) searched with measured latency but
 the official code only ships the resulting fixed tables; here any baseline is scaled and timed on

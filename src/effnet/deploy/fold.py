@@ -3,7 +3,7 @@ every fast path must pass before effnet hands it out.
 
 Batch norm in eval mode is an affine map per channel, so it folds into the preceding convolution:
 ``w' = w·γ/√(σ²+ε)``, ``b' = β − μ·γ/√(σ²+ε)``. That removes 49 elementwise passes from B0, and
-only pays together with channels_last (reference/performance.md §5: 1.6× at batch 16).
+only pays together with channels_last (docs/performance-notes.md: 1.6× at batch 16).
 """
 
 from __future__ import annotations

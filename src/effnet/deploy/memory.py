@@ -1,7 +1,7 @@
 """Training memory estimate from the spec: what a training step holds at its peak.
 
 Why an estimate at all: memory, not compute, is what stops a larger φ from training at a given
-batch (users.md: EfficientNet's "memory hog" reputation). The dominant term is the activations
+batch (EfficientNet's "memory hog" reputation among timm and Keras users). The dominant term is the activations
 saved for backward, which grow with batch · resolution² · width and do not show in params or MACs.
 
 How: the network is built on PyTorch's ``meta`` device (shapes only, no memory, no arithmetic) and

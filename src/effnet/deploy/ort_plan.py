@@ -4,7 +4,7 @@ blocked layout, and batches split across single-threaded sessions.
 Why this exists: ONNX Runtime's NCHWc pass (what makes its CPU convolutions fast) cannot apply a
 ``Mul`` of an ``[N, C, H, W]`` feature map by an ``[N, C, 1, 1]`` gate in the blocked layout, so
 around every SE block it converts the expanded feature map back to NCHW, multiplies, and converts
-it again (reference/performance.md §3). Measured with ORT's profiler on B0 at batch 16 those two
+it again (docs/performance-notes.md). Measured with ORT's profiler on B0 at batch 16 those two
 reorders and the Mul are 16 % of the kernel time.
 
 effnet rewrites ORT's *own* optimised graph: the gate multiply becomes a depthwise 1×1 NCHWc

@@ -44,7 +44,7 @@ class Variant:
 VARIANTS = {
     "timm": Variant("timm"),
     "effnet-fp32": Variant("effnet"),
-    # effnet's lean training setting: channels_last + bf16 autocast (reference/performance.md §4)
+    # effnet's lean training setting: channels_last + bf16 autocast (docs/performance-notes.md, Training)
     "effnet": Variant("effnet", channels_last=True, amp="bf16"),
     "effnet-ckpt": Variant("effnet", channels_last=True, amp="bf16", grad_checkpointing=True),
 }

@@ -1,5 +1,5 @@
 """Torch primitives. They take resolved integers and module factories and know nothing of specs
-or scaling, which keeps them reusable (DESIGN.md §1.3)."""
+or scaling, which keeps them reusable (ARCHITECTURE.md)."""
 
 from effnet.layers.activation import get_activation
 from effnet.layers.conv_norm_act import Conv2dSame, ConvNormAct, ConvOptions

@@ -2,7 +2,7 @@
 
 The paper fixes φ = 1, assumes twice the resources, and searches α, β, γ ≥ 1 under
 ``α·β²·γ² ≈ 2``; it found α = 1.2, β = 1.1, γ = 1.15 for B0 but gives no grid, step or tolerance
-(reference/paper.md §1.1). Here the grid is explicit: every multiple of ``step`` from 1 that
+(docs/paper.md). Here the grid is explicit: every multiple of ``step`` from 1 that
 satisfies ``|α·β²·γ² − target| ≤ tol`` (or the same bound on the *measured* MACs ratio of the
 φ = 1 network, since rounding moves the real cost off the formula: +34 % for B0 at φ = 1).
 
