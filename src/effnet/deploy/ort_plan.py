@@ -75,6 +75,96 @@ def _shapes(proto: Any) -> dict[str, list[int | str]]:
             for v in [*g.value_info, *g.input, *g.output]}
 
 
+class _Graph:
+    """Look-ups over one ONNX graph that the SE rewrite needs: producers, users, shapes, initializers,
+    and shape constants added once each."""
+
+    def __init__(self, proto: Any) -> None:
+        self.g = proto.graph
+        self.shapes = _shapes(proto)
+        self.inits = {i.name: i for i in self.g.initializer}
+        self.producer = {o: n for n in self.g.node for o in n.output}
+        self.users: dict[str, list[Any]] = collections.defaultdict(list)
+        for n in self.g.node:
+            for i in n.input:
+                self.users[i].append(n)
+        self._consts: dict[tuple[int, ...], str] = {}
+
+    def const(self, values: list[int]) -> str:
+        from onnx import numpy_helper
+
+        key = tuple(values)
+        if key not in self._consts:
+            t = numpy_helper.from_array(np.array(values, dtype=np.int64), name=f"effnet_se_shape_{len(self._consts)}")
+            self.g.initializer.append(t)
+            self._consts[key] = t.name
+        return self._consts[key]
+
+    def reorder_output(self, name: str) -> Any:
+        n = self.producer.get(name)
+        return n if n is not None and n.op_type == "ReorderOutput" and n.domain == _NCHWC else None
+
+    def blocked_channels(self, name: str) -> int | None:
+        """C' of a blocked tensor: the padded output count of the NCHWc conv that made it (through
+        elementwise activations), read from the conv's reordered weights."""
+        for _ in range(4):
+            n = self.producer.get(name)
+            if n is None:
+                return None
+            if n.op_type == "Conv" and n.domain == _NCHWC:
+                w = self.inits.get(n.input[1])
+                return int(w.dims[0]) if w is not None else None
+            if n.op_type not in _ELEMENTWISE or len(n.input) != 1:
+                return None
+            name = n.input[0]
+        return None
+
+    def match_gate(self, mul: Any) -> tuple[Any, Any, Any, int] | None:
+        """(feature map's ReorderOutput, gate producer, the ReorderInput after the Mul, C') when ``mul``
+        is an SE gate multiply the rewrite can fold, else None."""
+        if mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or len(mul.input) != 2:
+            return None
+        after = self.users[mul.output[0]]
+        if len(after) != 1 or after[0].op_type != "ReorderInput" or after[0].domain != _NCHWC:
+            return None
+        sides = [(self.producer.get(i), self.shapes.get(i)) for i in mul.input]
+        if any(n is None or s is None or len(s) != 4 for n, s in sides):
+            return None
+        (x_ro, x_shape), (gate, g_shape) = sorted(sides, key=lambda side: side[1][2:] == [1, 1])
+        if (g_shape[2:] != [1, 1] or x_shape[2:] == [1, 1] or x_shape[1] != g_shape[1]
+                or x_ro.op_type != "ReorderOutput" or x_ro.domain != _NCHWC):
+            return None
+        padded = self.blocked_channels(x_ro.input[0])
+        return None if padded is None else (x_ro, gate, after[0], padded)
+
+
+def _gate_conv(graph: _Graph, mul: Any, x_ro: Any, gate: Any, after: Any, padded: int, batch: int,
+               ) -> tuple[list[Any], Any]:
+    """The nodes that replace one SE multiply, and the gate's ReorderOutput (None if it had none)."""
+    from onnx import helper
+
+    xr, wr, yr = (f"{mul.output[0]}_effnet_{s}" for s in ("x", "w", "y"))
+    added = []
+    g_ro = graph.reorder_output(gate.output[0])
+    if g_ro is not None:  # the gate is already blocked before ORT reorders it for the Mul
+        g_blocked = g_ro.input[0]
+    else:  # an NCHW gate ([N, C, 1, 1]: a few floats per image) is blocked here
+        g_blocked = f"{mul.output[0]}_effnet_g"
+        added.append(helper.make_node("ReorderInput", [gate.output[0]], [g_blocked], domain=_NCHWC,
+                                      channels_last=0))
+    if batch == 1:  # [1, C', H, W] already is the folded shape: no reshapes (5 µs each at batch 1)
+        xr, yr = x_ro.input[0], after.output[0]
+    else:
+        added += [helper.make_node("Reshape", [x_ro.input[0], graph.const([1, -1, 0, 0])], [xr]),
+                  helper.make_node("Reshape", [yr, graph.const([batch, -1, 0, 0])], [after.output[0]])]
+    added += [
+        helper.make_node("Reshape", [g_blocked, graph.const([-1, 1, 1, 1])], [wr]),
+        helper.make_node("Conv", [xr, wr], [yr], domain=_NCHWC, group=batch * padded, kernel_shape=[1, 1],
+                         strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1]),
+    ]
+    return added, g_ro
+
+
 def fold_se_gates(proto: Any, batch: int) -> int:
     """Rewrite, in place, every ``ReorderOutput(x) · ReorderOutput(gate) → ReorderInput`` of ORT's
     optimised graph into ``Reshape → depthwise 1×1 NCHWc Conv(weights = gate) → Reshape`` for
@@ -84,89 +174,24 @@ def fold_se_gates(proto: Any, batch: int) -> int:
     ``[N, C, 1, 1]``, the feature map is reordered out of an NCHWc convolution's output (whose
     weights give the padded channel count C' the blocked tensor really has), and the product goes
     straight back into the blocked layout."""
-    from onnx import helper, numpy_helper
-
-    g = proto.graph
-    shapes = _shapes(proto)
-    inits = {i.name: i for i in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    users: dict[str, list[Any]] = collections.defaultdict(list)
-    for n in g.node:
-        for i in n.input:
-            users[i].append(n)
-    consts: dict[tuple[int, ...], str] = {}
-
-    def const(values: list[int]) -> str:
-        key = tuple(values)
-        if key not in consts:
-            t = numpy_helper.from_array(np.array(values, dtype=np.int64), name=f"effnet_se_shape_{len(consts)}")
-            g.initializer.append(t)
-            consts[key] = t.name
-        return consts[key]
-
-    def reorder_output(name: str) -> Any:
-        n = producer.get(name)
-        return n if n is not None and n.op_type == "ReorderOutput" and n.domain == _NCHWC else None
-
-    def blocked_channels(name: str) -> int | None:
-        """C' of a blocked tensor: the padded output count of the NCHWc conv that made it (through
-        elementwise activations), read from the conv's reordered weights."""
-        for _ in range(4):
-            n = producer.get(name)
-            if n is None:
-                return None
-            if n.op_type == "Conv" and n.domain == _NCHWC:
-                w = inits.get(n.input[1])
-                return int(w.dims[0]) if w is not None else None
-            if n.op_type not in _ELEMENTWISE or len(n.input) != 1:
-                return None
-            name = n.input[0]
-        return None
-
+    graph = _Graph(proto)
     removed: set[int] = set()
     added: list[Any] = []
     count = 0
-    for mul in g.node:
-        if mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or len(mul.input) != 2:
+    for mul in graph.g.node:
+        found = graph.match_gate(mul)
+        if found is None:
             continue
-        after = users[mul.output[0]]
-        if len(after) != 1 or after[0].op_type != "ReorderInput" or after[0].domain != _NCHWC:
-            continue
-        sides = [(producer.get(i), shapes.get(i)) for i in mul.input]
-        if any(n is None or s is None or len(s) != 4 for n, s in sides):
-            continue
-        (x_ro, x_shape), (gate, g_shape) = sorted(sides, key=lambda side: side[1][2:] == [1, 1])
-        if (g_shape[2:] != [1, 1] or x_shape[2:] == [1, 1] or x_shape[1] != g_shape[1]
-                or x_ro.op_type != "ReorderOutput" or x_ro.domain != _NCHWC):
-            continue
-        padded = blocked_channels(x_ro.input[0])
-        if padded is None:
-            continue
-        xr, wr, yr = (f"{mul.output[0]}_effnet_{s}" for s in ("x", "w", "y"))
-        g_ro = reorder_output(gate.output[0])
-        if g_ro is not None:  # the gate is already blocked before ORT reorders it for the Mul
-            g_blocked = g_ro.input[0]
-        else:  # an NCHW gate ([N, C, 1, 1]: a few floats per image) is blocked here
-            g_blocked = f"{mul.output[0]}_effnet_g"
-            added.append(helper.make_node("ReorderInput", [gate.output[0]], [g_blocked], domain=_NCHWC,
-                                          channels_last=0))
-        if batch == 1:  # [1, C', H, W] already is the folded shape: no reshapes (5 µs each at batch 1)
-            xr, yr = x_ro.input[0], after[0].output[0]
-        else:
-            added += [helper.make_node("Reshape", [x_ro.input[0], const([1, -1, 0, 0])], [xr]),
-                      helper.make_node("Reshape", [yr, const([batch, -1, 0, 0])], [after[0].output[0]])]
-        added += [
-            helper.make_node("Reshape", [g_blocked, const([-1, 1, 1, 1])], [wr]),
-            helper.make_node("Conv", [xr, wr], [yr], domain=_NCHWC, group=batch * padded, kernel_shape=[1, 1],
-                             strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1]),
-        ]
+        x_ro, gate, after, padded = found
+        nodes, g_ro = _gate_conv(graph, mul, x_ro, gate, after, padded, batch)
+        added += nodes
         count += 1
-        removed |= {id(mul), id(after[0])}
+        removed |= {id(mul), id(after)}
         for ro in (x_ro, g_ro):
-            if ro is not None and all(id(u) in removed for u in users[ro.output[0]]):
+            if ro is not None and all(id(u) in removed for u in graph.users[ro.output[0]]):
                 removed.add(id(ro))
     if count:
-        _replace_nodes(g, [n for n in g.node if id(n) not in removed] + added)
+        _replace_nodes(graph.g, [n for n in graph.g.node if id(n) not in removed] + added)
     return count
 
 
