@@ -110,12 +110,14 @@ class Prediction:
 
 def class_names(model: ConvNet) -> list[str]:
     """Names of the model's output classes: a checkpoint's own ``classes`` list when it stores one,
-    ImageNet's for 1000-class models, else the indices as strings."""
+    the label set its pretrained weights declare (``WeightsInfo.classes``), ImageNet's for other
+    1000-class models, else the indices as strings."""
     stored = getattr(model, "checkpoint_metadata", None) or {}
     names = stored.get("classes")
     if isinstance(names, list) and len(names) == model.num_classes:
         return [str(n) for n in names]
-    if model.num_classes == 1000:
+    info = getattr(model, "weights_info", None)
+    if model.num_classes == 1000 and (info is None or info.classes == "imagenet"):
         return list(ClassMap.imagenet().names)
     return [str(i) for i in range(model.num_classes)]
 

