@@ -15,9 +15,9 @@ __all__ = ["add_commands", "add_scale_options", "cmd_scale_train"]
 
 
 def _bar(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from effnet.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="run", dynamic_ncols=True)
+    return progress_bar(total, desc, unit="run")
 
 
 def _add_baseline(p: argparse.ArgumentParser, *, optional: bool) -> None:

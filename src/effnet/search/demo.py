@@ -58,9 +58,9 @@ def demo_plan(quick: bool = False, workers: int = 2) -> DemoPlan:
 
 
 def _bar(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from effnet.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="run", dynamic_ncols=True, leave=True)
+    return progress_bar(total, desc, unit="run")
 
 
 def run_demo(out: str | Path, plan: DemoPlan | None = None) -> dict[str, Any]:

@@ -390,17 +390,17 @@ def _tensorboard(cfg: TrainConfig, info: DistInfo, out: Path) -> Any:
 
 
 def _progress(cfg: TrainConfig, info: DistInfo, total: int, done: int) -> Any:
-    """A bar with ETA on a terminal; in logs (CI, nohup) one line per epoch instead of bar spam."""
+    """A bar with ETA on a terminal; in logs (CI, nohup) a plain line at most once a minute plus the
+    epoch lines, instead of one redraw per step (:mod:`effnet.progress`)."""
     if not info.main:
         return None
-    from tqdm.auto import tqdm
+    from effnet.progress import progress_bar
 
-    return tqdm(total=total, initial=done, unit="step", dynamic_ncols=True,
-                disable=not (cfg.progress and sys.stderr.isatty()))
+    return progress_bar(total, unit="step", initial=done, enabled=cfg.progress, min_interval=60.0)
 
 
 def _say(bar: Any, text: str) -> None:
     if bar is not None and not bar.disable:
-        bar.write(text)
+        bar.write(text, file=sys.stderr)
     else:
         print(text, file=sys.stderr, flush=True)
