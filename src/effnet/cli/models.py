@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from effnet.errors import EffnetError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     from effnet.model import ConvNet
 
@@ -37,7 +37,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _load_model(args: argparse.Namespace) -> ConvNet:
     """``--pretrained`` with ``--model``, or ``--checkpoint`` (into ``--model`` when given, checked strictly)."""
-    from effnet.checkpoint import load_model, load_weights, read_metadata
+    from effnet.checkpoint import load_model, model_from_metadata
     from effnet.registry import create_model
 
     if args.pretrained:
@@ -46,17 +46,18 @@ def _load_model(args: argparse.Namespace) -> ConvNet:
         return create_model(args.model, pretrained=True)
     if not args.checkpoint:
         raise EffnetError("give --pretrained or --checkpoint FILE: an untrained model's predictions are noise")
-    meta = read_metadata(args.checkpoint)
-    if meta["in_chans"] != 3 or meta["num_classes"] < 1:
-        raise EffnetError(f"{args.checkpoint}: a model with {meta['in_chans']} input channels and "
-                          f"{meta['num_classes']} classes; these commands need an RGB classifier")
-    if not args.model:
-        return load_model(args.checkpoint)
-    # BN eps and padding belong to the weights (their source's numerics), the layers to --model.
-    model = create_model(args.model, num_classes=int(meta["num_classes"]), bn_eps=meta["spec"].get("bn_eps"),
-                         padding=meta["spec"].get("padding"))
-    load_weights(model, args.checkpoint)
-    return model
+
+    def build(meta: Mapping[str, Any]) -> ConvNet:
+        if meta["in_chans"] != 3 or meta["num_classes"] < 1:
+            raise EffnetError(f"{args.checkpoint}: a model with {meta['in_chans']} input channels and "
+                              f"{meta['num_classes']} classes; these commands need an RGB classifier")
+        if not args.model:
+            return model_from_metadata(meta, what=args.checkpoint)
+        # BN eps and padding belong to the weights (their source's numerics), the layers to --model.
+        return create_model(args.model, num_classes=int(meta["num_classes"]), bn_eps=meta["spec"].get("bn_eps"),
+                            padding=meta["spec"].get("padding"))
+
+    return load_model(args.checkpoint, build=build)  # the file is read once
 
 
 @contextmanager
