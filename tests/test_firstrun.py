@@ -142,3 +142,12 @@ def test_a_photo_outside_any_image_folder_may_get_its_map_beside_it(tmp_path, mo
     Image.new("RGB", (8, 8)).save(tmp_path / "photo.jpg")
     monkeypatch.chdir(tmp_path)
     assert cam_outputs("photo.jpg", None, "cam")[0] == tmp_path / "photo.cam.png"
+
+
+def test_shared_data_env_points_at_the_synsets_file(tmp_path, monkeypatch):
+    from effnet.data import IMAGENET_SYNSETS_ENV, find_imagenet_synsets
+
+    (tmp_path / "imagenet-synsets.txt").write_text("n01440764 tench\n")
+    monkeypatch.delenv(IMAGENET_SYNSETS_ENV, raising=False)
+    monkeypatch.setenv("EFFNET_SHARED_DATA", str(tmp_path))
+    assert find_imagenet_synsets() == tmp_path / "imagenet-synsets.txt"

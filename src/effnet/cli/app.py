@@ -157,7 +157,7 @@ def _print_table3(as_json: bool) -> int:
     print(table(["baseline", "scaling", "d", "w", "r", "effnet MACs", "paper FLOPs", "ours/paper", "paper top-1"],
                 [[r.baseline, r.label, f"{r.depth:.3g}", f"{r.width:.3g}", f"{r.resolution:.3g}", human(r.macs),
                   human(r.paper_flops), f"{r.ratio:.2f}", f"{r.paper_top1:.1f}"] for r in rows]))
-    print("\nPaper Table 3 (FLOPs = multiply-adds). Rows off by more than 10% are explained in the README.")
+    print("\nPaper Table 3 (FLOPs = multiply-adds). Rows off by more than 10% are explained in docs/scaling.md.")
     return 0
 
 
