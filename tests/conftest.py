@@ -6,8 +6,9 @@ import pytest
 
 from effnet.threads import configure
 
-# The CLI's threading policy for the in-process tests too: OpenMP reads OMP_WAIT_POLICY when torch
-# loads, so it is set before the first `import torch` (docs/performance.md, "Threads under load").
+# The CLI's threading policy for the in-process tests too (one thread and sleeping waits when other
+# processes are busy): OpenMP reads its environment when torch loads, so it is set before the first
+# `import torch` (docs/performance.md, "Threads under load").
 configure()
 
 import torch  # noqa: E402

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import effnet
 from effnet.cli import main
 from effnet.cli.preflight import BUILTIN_DATA, cam_outputs, export_prefix
 from effnet.errors import EffnetError
-from effnet.threads import THREADS_ENV, WAIT_POLICY, configure, resolve_threads
+from effnet.threads import BUSY_CORES, THREADS_ENV, WAIT_POLICY, configure, other_cpu_use, resolve_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -44,24 +45,56 @@ def test_bad_thread_counts_are_one_line_errors(flag, env, named):
         resolve_threads(flag, env)
 
 
-def test_configure_sets_the_wait_policy_unless_the_user_chose_one():
+def test_idle_machine_keeps_torchs_default():
     env: dict[str, str] = {}
-    s = configure(None, env)
-    assert env == {"OMP_WAIT_POLICY": WAIT_POLICY} and s.threads is None and s.wait_policy_source == "effnet"
-    env = {"OMP_WAIT_POLICY": "ACTIVE", THREADS_ENV: "2"}
-    s = configure(None, env)
-    assert env["OMP_WAIT_POLICY"] == "ACTIVE" and env["OMP_NUM_THREADS"] == "2"
-    assert (s.threads, s.source, s.wait_policy, s.wait_policy_source) == (2, f"${THREADS_ENV}", "ACTIVE", "environment")
+    s = configure(None, env, busy_cores=0.1)
+    assert env == {} and (s.threads, s.source, s.wait_policy) == (None, "default", "")
+    s = configure(None, env := {THREADS_ENV: "2"}, busy_cores=0.0)
+    assert env == {THREADS_ENV: "2", "OMP_NUM_THREADS": "2"} and s.source == f"${THREADS_ENV}"
+
+
+def test_busy_machine_gets_one_thread_and_sleeping_waits():
+    env: dict[str, str] = {}
+    s = configure(None, env, busy_cores=1.0)
+    assert env == {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": WAIT_POLICY}
+    assert (s.threads, s.source, s.wait_policy, s.busy_cores) == (1, "busy machine", WAIT_POLICY, 1.0)
+    env = {}
+    assert configure(2, env, busy_cores=1.0).threads == 2  # the user's count stands; its threads sleep
+    assert env == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": WAIT_POLICY}
+
+
+def test_the_users_own_openmp_settings_are_kept():
+    env = {"OMP_WAIT_POLICY": "ACTIVE"}
+    s = configure(None, env, busy_cores=1.0)
+    assert env == {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "1"} and s.wait_policy == "ACTIVE"
+    env = {"OMP_NUM_THREADS": "3"}
+    s = configure(None, env, busy_cores=1.0)
+    assert env == {"OMP_NUM_THREADS": "3"} and s.source == "$OMP_NUM_THREADS"
+
+
+def test_a_busy_loop_beside_us_is_seen_as_a_busy_machine(tmp_path):
+    """Holds under any load: with our own busy loop running, others use at least that loop's share."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        used = other_cpu_use(0.5)
+    finally:
+        hog.kill()
+        hog.wait()
+    if used is None:
+        pytest.skip("no /proc/stat on this system")
+    assert used >= BUSY_CORES
+    assert other_cpu_use(0.01, stat=tmp_path / "missing") is None
 
 
 def test_torch_started_after_configure_uses_the_setting():
     """The OpenMP runtime reads the environment when torch loads: a fresh interpreter shows it took."""
     code = ("import os; from effnet.threads import configure; configure(); import torch; "
-            "print(torch.get_num_threads(), os.environ['OMP_WAIT_POLICY'])")
+            "print(torch.get_num_threads(), os.environ['OMP_NUM_THREADS'])")
     env = {**CHILD_ENV, THREADS_ENV: "1"}
-    env.pop("OMP_WAIT_POLICY", None)
+    env.pop("OMP_NUM_THREADS", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
-    assert out.stdout.split() == ["1", WAIT_POLICY]
+    assert out.stdout.split() == ["1", "1"]
 
 
 def test_missing_paths_fail_before_torch_is_imported(tmp_path):

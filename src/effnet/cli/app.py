@@ -28,7 +28,7 @@ from effnet.scaling import PAPER_COEFFICIENTS, Coefficients, Multipliers, implie
 from effnet.scaling_law import fit_phi, scaling_report, table3_report
 from effnet.spec import NetworkSpec
 from effnet.textfmt import human, parse_count, parse_phi_range, table
-from effnet.threads import THREADS_ENV, configure
+from effnet.threads import THREADS_ENV, configure, resolve_threads
 
 
 class _Parser(argparse.ArgumentParser):
@@ -186,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="effnet", description="EfficientNet and compound model scaling (Tan & Le, ICML 2019).")
     p.add_argument("--version", action="version", version=f"effnet {__version__}")
     p.add_argument("--threads", type=int, metavar="N",
-                   help=f"torch/ONNX Runtime threads (default: ${THREADS_ENV}, else one per core); idle threads "
-                        "sleep (OMP_WAIT_POLICY=PASSIVE unless set), see docs/performance.md")
+                   help=f"torch/ONNX Runtime threads (default: ${THREADS_ENV}; else one per core when the machine "
+                        "is idle at start, 1 when other processes are busy); see docs/performance.md")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     m = sub.add_parser("models", help="every registered model: params, MACs, resolution, the paper's figures")
     m.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'efficientnet_b*'")
@@ -236,13 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _prepare(args: argparse.Namespace) -> None:
     """Before any command imports torch: fail fast on missing paths, then set the threading policy
-    (effnet.threads), which the OpenMP runtime reads only when torch loads."""
+    (effnet.threads), which the OpenMP runtime reads only when torch loads. Called in-process after
+    torch has loaded (tests, notebooks), only an explicit --threads / $EFFNET_THREADS is applied."""
     check_inputs(args)
-    setting = configure(args.threads)
-    if setting.threads is not None and "torch" in sys.modules:  # called in-process after torch loaded
+    if "torch" not in sys.modules:
+        configure(args.threads)
+        return
+    threads, _ = resolve_threads(args.threads)
+    if threads is not None:
         import torch
 
-        torch.set_num_threads(setting.threads)
+        torch.set_num_threads(threads)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
