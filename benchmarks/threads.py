@@ -1,19 +1,22 @@
 """Threads × OpenMP wait policy, on a quiet machine and beside one competing CPU-bound process.
 
-    .venv/bin/python benchmarks/threads.py                  # the full grid, a few minutes on 2 cores
-    .venv/bin/python benchmarks/threads.py --rounds 2 --reps 9
+    .venv/bin/python benchmarks/threads.py                  # the default grid, a few minutes on 2 cores
+    .venv/bin/python benchmarks/threads.py --rounds 2 --reps 5 --priority -19 \
+        --contenders "1:default,1:PASSIVE,2:default,2:PASSIVE,2:spin 10k,0:effnet"   # docs/performance.md
 
 Why: torch's CPU ops run on its bundled GNU OpenMP, whose threads spin at every barrier before
 they sleep. When another process holds a core, the spinning thread waits for a partner that the OS
 has descheduled, B0 has ~250 such barriers per forward pass, and a 2-thread run can become 20×
-slower than a 1-thread one. ``OMP_WAIT_POLICY=PASSIVE`` makes the threads sleep at once instead
-(GCC libgomp manual, "OMP_WAIT_POLICY"). The variable is read when the OpenMP runtime starts, so
+slower than a 1-thread one. ``OMP_WAIT_POLICY=PASSIVE`` makes the threads sleep at once instead,
+``GOMP_SPINCOUNT`` shortens the spin (GCC libgomp manual). The runtime reads them when it starts, so
 every contender here runs in a FRESH Python process whose environment is set before torch loads.
 
-Contenders: threads {1, 2} × wait policy {default (unset), PASSIVE} × {quiet, loaded}; "loaded"
-means one ``python -c 'while True: pass'`` that this script starts before the contender and stops
-after it. Workloads, each timed after warm-up, median of ``--reps`` calls per process and the
-median of those over ``--rounds`` rounds (contenders shuffled in each round):
+Contenders (``--contenders``): THREADS:POLICY pairs, policies in :data:`POLICIES`; threads 0 with
+policy "effnet" lets ``effnet.threads.configure()`` choose in the fresh process, as every ``effnet``
+command does. Each runs quiet and loaded; "loaded" means one ``python -c 'while True: pass'`` that
+this script starts before the contender and stops after it. Workloads, each timed after warm-up,
+median of ``--reps`` calls per process and the median of those over ``--rounds`` rounds
+(contenders shuffled in each round):
 
 - train: one training step (forward, backward, RMSProp-TF) of EfficientNet-B0 at φ = −4 with total
   stride 8 at 32 px, batch 64, channels_last, fp32 (the fashion-mnist recipe's network family;
@@ -22,8 +25,9 @@ median of those over ``--rounds`` rounds (contenders shuffled in each round):
 
 The table prints the load average before and after, the CPU's vector features and the niceness. The
 machine may be shared: read the ratios between rows measured in the same run, not the absolute
-times. On a shared machine, ``nice -n -10 python benchmarks/threads.py`` (as root) approximates a quiet
-one: contenders and the busy loop then outweigh the other jobs, which keep running.
+times. On a shared Linux machine, ``--priority -19`` (root) approximates a quiet one: the contenders
+and the busy loop then outweigh the other jobs, which keep running; the effnet contender still sees
+those jobs and chooses as on a busy machine.
 """
 
 from __future__ import annotations

@@ -184,3 +184,12 @@ def test_shared_data_env_points_at_the_synsets_file(tmp_path, monkeypatch):
     monkeypatch.delenv(IMAGENET_SYNSETS_ENV, raising=False)
     monkeypatch.setenv("EFFNET_SHARED_DATA", str(tmp_path))
     assert find_imagenet_synsets() == tmp_path / "imagenet-synsets.txt"
+
+
+def test_a_folder_whose_siblings_hold_no_images_is_no_image_folder(tmp_path, monkeypatch):
+    (tmp_path / "album").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "notes.txt").write_text("x")
+    Image.new("RGB", (8, 8)).save(tmp_path / "album" / "a.png")
+    monkeypatch.chdir(tmp_path / "album")
+    assert cam_outputs("a.png", None, "gradcam")[0] == tmp_path / "album" / "a.gradcam.png"

@@ -71,18 +71,26 @@ def export_prefix(out: str, stem: str) -> Path:
     return path / stem
 
 
+# torchvision.datasets.folder.IMG_EXTENSIONS, the files an ImageFolder reads.
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in _IMAGE_SUFFIXES for p in folder.iterdir() if p.is_file())
+
+
 def _imagefolder_root(image: Path) -> Path | None:
     """The root of the ImageFolder tree ``image`` belongs to, or None when it is not in one.
 
-    A class folder holds files only, and its parent holds at least two such folders (the layout
-    ``eval`` and ``train`` read: ROOT/CLASS/IMAGE, torchvision's ImageFolder).
+    The layout ``eval`` and ``train`` read (ROOT/CLASS/IMAGE, torchvision's ImageFolder): the image's
+    folder holds no sub-folders, and its parent holds at least two folders, each with images.
     """
     cls = image.parent
     root = cls.parent
     if cls == root or any(p.is_dir() for p in cls.iterdir()):
         return None
     classes = [p for p in root.iterdir() if p.is_dir()]
-    return root if len(classes) >= 2 else None
+    return root if len(classes) >= 2 and all(_holds_images(c) for c in classes) else None
 
 
 def cam_outputs(image: str, out: str | None, method: str) -> tuple[Path, Path]:
