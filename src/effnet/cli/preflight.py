@@ -28,7 +28,7 @@ _FOLDERS = {"data_dir": "--data-dir", "calibration": "--calibration"}
 
 
 def _missing(value: str, flag: str, kind: str) -> EffnetError:
-    return EffnetError(f"{flag} {value!r}: no such {kind}; check the path (relative paths start at {Path.cwd()})")
+    return EffnetError(f"{flag} {value!r}: {kind} not found; check the path (relative paths start at {Path.cwd()})")
 
 
 def check_inputs(args: argparse.Namespace) -> None:
