@@ -186,6 +186,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_cam(args: argparse.Namespace) -> int:
+    from effnet.cli.preflight import cam_outputs
+
+    png, npy = cam_outputs(args.image, args.out, args.method)  # before torch: a refused folder fails fast
+
     import numpy as np
     import torch
     from PIL import Image
@@ -205,12 +209,11 @@ def cmd_cam(args: argparse.Namespace) -> int:
     # Overlay on what the model saw (the resized, center-cropped input), where the map is defined.
     mean, std = torch.tensor(pre.mean)[:, None, None], torch.tensor(pre.std)[:, None, None]
     seen = ((x * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    prefix = args.out or str(Path(args.image).with_suffix("")) + f".{args.method}"
-    overlay(Image.fromarray(seen), result.heatmap).save(f"{prefix}.png")
-    np.save(f"{prefix}.npy", result.raw.numpy())
+    overlay(Image.fromarray(seen), result.heatmap).save(png)
+    np.save(npy, result.raw.numpy())
     name = class_names(model)[result.class_idx]
     print(f"{model.spec.name}: class {result.class_idx} {name} (p={result.probability:.3f}), {args.method} map "
-          f"{tuple(result.raw.shape)}; wrote {prefix}.png and {prefix}.npy")
+          f"{tuple(result.raw.shape)}; wrote {png} and {npy}")
     return 0
 
 
@@ -255,7 +258,8 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--class", dest="class_idx", type=int, help="class index to explain (default: top-1)")
     c.add_argument("--method", choices=("cam", "gradcam"), default="cam")
     c.add_argument("--layer", help="Grad-CAM layer, e.g. stages.5 (default: the last feature map)")
-    c.add_argument("--out", metavar="PREFIX", help="writes PREFIX.png and PREFIX.npy (default: IMAGE.<method>)")
+    c.add_argument("--out", metavar="DIR", help="folder for IMAGE-NAME.METHOD.png and .npy (default: the current "
+                   "folder; created; never inside the image folder tree the image comes from)")
     c.set_defaults(func=cmd_cam)
 
     v = sub.add_parser("convert", help="timm / torchvision / lukemelas weights -> an effnet checkpoint")
