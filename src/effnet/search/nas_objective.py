@@ -34,7 +34,7 @@ def reward(accuracy: float, cost: float, target: float, w: float, *, hard: bool 
     below the target and −1 above it (MnasNet §3, the hard-constraint setting)."""
     if hard:
         w = 0.0 if cost <= target else -1.0
-    return accuracy * (cost / target) ** w
+    return float(accuracy * (cost / target) ** w)
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class SearchSpace:
     def size(self, num_stages: int) -> int:
         """Networks in the space over a base of ``num_stages`` stages: ``stage_size ** num_stages``
         (MnasNet §4.1: about 10^13 for its 7 blocks × 5 choices)."""
-        return self.stage_size() ** num_stages
+        return int(self.stage_size() ** num_stages)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) for k, v in asdict(self).items()}

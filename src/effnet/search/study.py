@@ -356,15 +356,17 @@ SampledEvaluator = Callable[[Any], Mapping[str, Any]]
 """Given an ``optuna.Trial`` (to draw parameters from), the trial's metrics (``accuracy`` at least)."""
 
 
-def run_sampled_worker(storage: Any, name: str, sampler: Any, evaluate: SampledEvaluator,
+def run_sampled_worker(storage: Any, name: str, sampler: Callable[[int], Any], evaluate: SampledEvaluator,
                        values: Callable[[Mapping[str, Any]], list[float]], *, heartbeat: float = 10.0,
                        stale_after: float = 60.0, wait: bool = True,
                        on_trial: Callable[[Any, Any], None] | None = None) -> int:
     """Like :func:`run_worker` for a study whose queued trials are empty *slots*: the sampler (TPE,
     NSGA-II, random) draws each slot's parameters when the worker takes it, from every trial finished
     so far (Optuna's ask-and-tell; a retried slot keeps the parameters it was drawn with). The slots
-    bound the trial count exactly, however many workers race. ``values(metrics)`` gives the study's
-    objective values. Returns how many trials this worker ran.
+    bound the trial count exactly, however many workers race. ``sampler(trial_number)`` makes the
+    sampler for one trial: seeded by the trial number, so that two workers started with one seed do not
+    draw the same points, and a trial's draw does not depend on which worker runs it.
+    ``values(metrics)`` gives the study's objective values. Returns how many trials this worker ran.
     """
     import optuna
 
@@ -373,7 +375,7 @@ def run_sampled_worker(storage: Any, name: str, sampler: Any, evaluate: SampledE
         frozen = _next_trial(storage, study_id, heartbeat=heartbeat, stale_after=stale_after, wait=wait)
         if frozen is None:
             return done
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)  # fresh view of the trials
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler(frozen.number))
         with _Heartbeat(storage, frozen._trial_id, heartbeat):
             outcome = _guarded(lambda s=study, t=frozen: evaluate(optuna.Trial(s, t._trial_id)))
         _finish(storage, frozen, outcome, values)
