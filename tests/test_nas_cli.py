@@ -78,3 +78,27 @@ def test_real_search_writes_everything_and_a_rerun_resumes(tmp_path, capsys) -> 
     assert main(args) == 0
     assert _trial_count(out / "nas.log") == before == 6
     assert json.loads((out / "results.json").read_text())["search"]["trials"] == res["search"]["trials"]
+
+
+def test_demo_nas_step_searches_with_the_demos_budget_and_hands_on_its_baseline(tmp_path, monkeypatch) -> None:
+    """`effnet demo --nas`: step 0 runs `effnet nas` on the demo's own baseline, data and budget, and the
+    demo continues from the baseline.json it wrote (the search itself is stubbed here: the slow test
+    above runs it for real)."""
+    import effnet.cli.nas as nas_cli
+    from effnet import get_spec
+    from effnet.cli.search import _demo_nas
+    from effnet.search.demo import demo_plan
+
+    seen = {}
+
+    def fake(args) -> int:
+        seen.update(vars(args))
+        (tmp_path / "baseline.json").write_text(json.dumps({"spec": get_spec("efficientnet_b0").to_dict()}))
+        return 0
+
+    monkeypatch.setattr(nas_cli, "cmd_nas", fake)
+    plan = demo_plan(quick=True)
+    assert _demo_nas(tmp_path, plan, 5) == str(tmp_path / "baseline.json")
+    assert (seen["trials"], seen["train_images"], seen["epochs"], seen["image_size"]) == (
+        5, plan.budget.train_images, plan.budget.epochs, plan.resolution)
+    assert (seen["base_depth"], seen["base_width"], seen["baseline"]) == (plan.depth, plan.width, plan.baseline)

@@ -4,10 +4,8 @@ raising trial, a reused name with other settings, NSGA-II, and a real PostgreSQL
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from effnet.search.nas import NasSettings, collect_nas, open_nas
 from effnet.search.nas_objective import parse_objective
 from effnet.search.nas_space import SearchSpace
 from effnet.search.study import open_storage
-from test_search_workers import _events, _finish, postgres_url  # noqa: F401  (a fixture)
+from test_search_workers import _events, _finish, kill_mid_trial, postgres_url  # noqa: F401  (a fixture)
 
 WORKER = str(Path(__file__).with_name("nas_worker.py"))
 
@@ -49,19 +47,7 @@ def test_two_workers_run_exactly_the_queued_slots_with_distinct_draws(tmp_path) 
 def test_killed_worker_resumes_exactly_the_unfinished_slots(tmp_path) -> None:
     storage, log = str(tmp_path / "nas.log"), tmp_path / "events"
     args = ("--trials", "8", "--sleep", "0.4", "--heartbeat", "0.2", "--stale-after", "1.5")
-    first = _start(storage, log, *args)
-    deadline = time.time() + 60
-    while time.time() < deadline:  # SIGKILL it while it runs its 4th slot
-        ev = _events(log)
-        if sum(k == "done" for k, _, _ in ev) >= 3 and ev[-1][0] == "start":
-            break
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    before = _events(log)
-    finished = {i for k, i, _ in before if k == "done"}
-    killed = before[-1][1]
-    assert killed not in finished and len(finished) >= 3
+    before, finished, killed = kill_mid_trial(_start(storage, log, *args), log)
     drawn = {r["slot"]: r["genome"] for r in collect_nas(open_storage(storage), "s")["trials"] if r["genome"]}
 
     second = _start(storage, log, *args)

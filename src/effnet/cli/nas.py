@@ -195,8 +195,9 @@ def add_commands(sub: Any) -> None:
     g = p.add_argument_group("search (docs/nas.md)")
     g.add_argument("--trials", type=int, default=20, help="trials per strategy (20)")
     g.add_argument("--objective", default="macs", metavar="NAME",
-                   help=f"one of {', '.join(OBJECTIVES)} (macs). macs: ACC*(MACs/T)^w (paper §4); latency: ACC*(LAT/T)^w with LAT measured here (MnasNet); "
-                        "-hard: w=0 below T, -1 above; pareto: accuracy and cost as two objectives")
+                   help=f"one of {', '.join(OBJECTIVES)} (macs). macs: ACC*(MACs/T)^w (paper §4); latency: "
+                        "ACC*(LAT/T)^w with LAT measured here (MnasNet); -hard: w=0 below T, -1 above; pareto: "
+                        "accuracy and cost as two objectives")
     g.add_argument("--target", type=float, default=None,
                    help="T in MACs or ms; default: the proxy baseline's own cost (the paper's 400M is an "
                         "ImageNet-224 target, ~100x the proxy network at 20 px)")
