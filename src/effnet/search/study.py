@@ -12,7 +12,9 @@ WAITING → RUNNING transition (journal log order; a row lock in PostgreSQL), so
 twice. A worker beats a heartbeat into its RUNNING trial; a trial whose heartbeat is older than
 ``stale_after`` belongs to a dead worker: whoever notices marks it FAIL ("worker lost") and queues a
 copy, so a killed search resumes with exactly the unfinished candidates. A trial whose evaluator
-raises is FAIL with the error and is not retried; the others go on.
+raises is FAIL with the error and is not retried; the others go on. The architecture search
+(:mod:`effnet.search.nas`) queues empty slots the same way and lets an Optuna sampler draw each
+slot's parameters when a worker takes it (:func:`run_sampled_worker`).
 
 Level 0: no torch. Optuna is imported on first use.
 """
