@@ -102,3 +102,20 @@ def test_demo_nas_step_searches_with_the_demos_budget_and_hands_on_its_baseline(
     assert (seen["trials"], seen["train_images"], seen["epochs"], seen["image_size"]) == (
         5, plan.budget.train_images, plan.budget.epochs, plan.resolution)
     assert (seen["base_depth"], seen["base_width"], seen["baseline"]) == (plan.depth, plan.width, plan.baseline)
+
+
+def test_spec_files_stand_in_for_model_names(tmp_path) -> None:
+    """get_spec (and so create_model, `effnet scale`, `effnet train --spec`) reads a spec file; bad ones
+    are one-line errors naming the file."""
+    from effnet import get_spec
+    from effnet.errors import SpecError
+
+    b0 = get_spec("efficientnet_b0")
+    (tmp_path / "b.json").write_text(json.dumps({"spec": b0.to_dict(), "genome": []}))
+    assert get_spec(str(tmp_path / "b.json")) == b0
+    assert get_spec(str(tmp_path / "b.json"), phi=1).stages == get_spec("efficientnet_b0", phi=1).stages
+    with pytest.raises(SpecError, match="neither a registered model"):
+        get_spec(str(tmp_path / "missing.json"))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SpecError, match="is not JSON"):
+        get_spec(str(tmp_path / "bad.json"))
