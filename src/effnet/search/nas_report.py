@@ -99,6 +99,7 @@ def _panel(ax: Any, runs: Sequence[tuple[str, Mapping[str, Any], str]], key: str
             continue
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], c=colour, alpha=0.6, edgecolors="k", label=name)
         front = pareto_front(pts)
+        front.append((max(p[0] for p in pts), front[-1][1]))  # hold the best accuracy out to the largest cost
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", c=colour, lw=1.5)
     if base is not None:
         ax.axvline(base, c="grey", ls="--", lw=1, label="base")
