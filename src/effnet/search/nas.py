@@ -22,7 +22,7 @@ from typing import Any
 
 from effnet.errors import EffnetError
 from effnet.search.nas_objective import Objective
-from effnet.search.nas_space import GENE_KEYS, SearchSpace, decode, encode, genome_from_params
+from effnet.search.nas_space import GENE_KEYS, SearchSpace, decode, genome_from_params
 from effnet.search.trials import Experiment, run_worker_processes, train_one
 from effnet.spec import NetworkSpec
 
@@ -230,10 +230,3 @@ def collect_nas(storage: Any, name: str) -> dict[str, Any]:
     return {"study": name, "settings": {k: v for k, v in doc.items() if k != "context"},
             "context": doc["context"], "counts": counts, "trials": records}
 
-
-def base_genome(exp: Experiment, space: SearchSpace) -> list[dict[str, Any]] | None:
-    """The base table's own genome when it is a point of the space (B0's is), else None."""
-    try:
-        return encode(exp.baseline, space)
-    except EffnetError:
-        return None
