@@ -19,6 +19,10 @@ from effnet.spec import HeadSpec, NetworkSpec, StageSpec, StemSpec  # noqa: E402
 # skips them for the inner loop; CI and `./run test` run everything. One list here rather than a
 # decorator per file, so that the inner loop's cost is visible and tuned in one place.
 SLOW = {
+    "test_macs_equal_measured_for_sampled_genomes", "test_two_nas_workers_on_a_real_postgresql_server",
+    "test_two_workers_run_exactly_the_queued_slots_with_distinct_draws",
+    "test_killed_worker_resumes_exactly_the_unfinished_slots", "test_pareto_search_with_nsga2_keeps_two_values",
+    "test_real_search_writes_everything_and_a_rerun_resumes",
     "test_real_run_writes_everything_and_learns", "test_sigkill_and_resume_gives_identical_weights",
     "test_ddp_update_equals_single_process_on_concatenated_batches", "test_ddp_two_gloo_ranks_stay_identical",
     "test_bench_train_reports_each_variant_with_its_memory_estimate",

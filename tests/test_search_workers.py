@@ -56,22 +56,28 @@ def test_two_worker_processes_split_the_grid_on_a_journal(tmp_path) -> None:
     _check_split(storage, log, procs)
 
 
-def test_killed_worker_resumes_without_rerunning_finished_trials(tmp_path) -> None:
-    storage, log = str(tmp_path / "search.log"), tmp_path / "events"
-    args = ("--sleep", "0.4", "--heartbeat", "0.2", "--stale-after", "1.5")
-    first = _start(storage, log, *args)
+def kill_mid_trial(worker: subprocess.Popen, log: Path) -> tuple[list[tuple[str, int, int]], set[int], int]:
+    """SIGKILL ``worker`` while it runs its 4th trial; the events so far, the finished indices and the
+    index it was killed in."""
     deadline = time.time() + 60
-    while time.time() < deadline:  # kill it while it runs its 4th candidate
+    while time.time() < deadline:
         ev = _events(log)
         if sum(k == "done" for k, _, _ in ev) >= 3 and ev[-1][0] == "start":
             break
         time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
     before = _events(log)
     finished = {i for k, i, _ in before if k == "done"}
     killed = before[-1][1]
     assert before[-1][0] == "start" and killed not in finished and len(finished) >= 3
+    return before, finished, killed
+
+
+def test_killed_worker_resumes_without_rerunning_finished_trials(tmp_path) -> None:
+    storage, log = str(tmp_path / "search.log"), tmp_path / "events"
+    args = ("--sleep", "0.4", "--heartbeat", "0.2", "--stale-after", "1.5")
+    before, finished, killed = kill_mid_trial(_start(storage, log, *args), log)
 
     second = _start(storage, log, *args)
     _finish([second])

@@ -1,7 +1,8 @@
 """The blocks of every family, built from resolved integers (never specs or multipliers).
 
 MBConv covers EfficientNet (with SE) and MobileNetV2's inverted residual (without);
-DepthwiseSeparable is MobileNetV1's layer; BasicBlock and Bottleneck are ResNet's.
+FusedMBConv is EfficientNetV2's; DepthwiseSeparable is MobileNetV1's layer; BasicBlock and
+Bottleneck are ResNet's.
 """
 
 from __future__ import annotations
@@ -39,6 +40,36 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.se(self.depthwise(self.expand(x))))
+        return x + self.drop_path(y) if self.has_residual else y
+
+
+class FusedMBConv(nn.Module):
+    """EfficientNetV2's fused MBConv (Tan & Le 2021, §3.2 and Fig. 2; google/automl
+    ``efficientnetv2/effnetv2_model.py`` ``FusedMBConvBlock``): one regular k×k conv replaces the
+    expand 1×1 + depthwise k×k pair, which runs faster on accelerators that are poor at depthwise.
+
+    ``expand_ratio > 1``: k×k (stride) → BN → act → SE → project 1×1 → BN (linear).
+    ``expand_ratio == 1``: SE on the input → k×k (stride) to ``out_channels`` → BN → act (the
+    official code adds the activation only in this case: "add act if no expansion").
+    Residual with stochastic depth when ``stride == 1`` and ``in_channels == out_channels``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, expanded_channels: int, se_channels: int,
+                 kernel_size: int, stride: int, activation: Act, drop_path_rate: float = 0.0,
+                 options: ConvOptions | None = None) -> None:
+        super().__init__()
+        fused = expanded_channels != in_channels
+        self.expand = (ConvNormAct(in_channels, expanded_channels, kernel_size, stride=stride,
+                                   activation=activation, options=options) if fused else nn.Identity())
+        self.se = SqueezeExcite(expanded_channels, se_channels, activation) if se_channels else nn.Identity()
+        self.project = (ConvNormAct(expanded_channels, out_channels, 1, activation=None, options=options) if fused
+                        else ConvNormAct(in_channels, out_channels, kernel_size, stride=stride,
+                                         activation=activation, options=options))
+        self.has_residual = stride == 1 and in_channels == out_channels
+        self.drop_path = DropPath(drop_path_rate) if self.has_residual else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.se(self.expand(x)))
         return x + self.drop_path(y) if self.has_residual else y
 
 

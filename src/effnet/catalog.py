@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from effnet.arch.efficientnet import EFFICIENTNET_PRESETS, LITE_PRESETS, Preset, efficientnet_b0, efficientnet_lite0
 from effnet.arch.mobilenet import mobilenetv1, mobilenetv2
@@ -79,6 +81,29 @@ def get_entry(name: str) -> ModelEntry:
         raise SpecError(f"unknown model {name!r}; {hint}") from None
 
 
+def load_spec_file(path: str) -> NetworkSpec:
+    """A spec from a JSON file: ``NetworkSpec.to_dict()``, or any object with a ``"spec"`` key (what
+    ``effnet describe --json`` prints and the ``baseline.json`` that ``effnet nas`` writes).
+
+    Raises:
+        SpecError: the file is missing, not JSON, or not a spec, naming it and the fix.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{path!r} is neither a registered model (`effnet models`) nor a spec file")
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise SpecError(f"spec file {path!r} is not JSON ({e}); write one with `effnet describe --json`") from None
+    if not isinstance(d, dict):
+        raise SpecError(f"spec file {path!r} holds a {type(d).__name__}, not a spec object")
+    return NetworkSpec.from_dict(d.get("spec", d))
+
+
+def _is_spec_file(name: str) -> bool:
+    return name not in MODELS and (name.endswith(".json") or Path(name).is_file())
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
@@ -104,10 +129,19 @@ def get_spec(name: str, *, phi: float | None = None, multipliers: Multipliers | 
         coeffs: (α, β, γ) for ``phi``; the paper's by default.
 
     The preset and the extra scaling are multiplied and the baseline is rounded once, as the
-    official code does, rather than rounding twice.
+    official code does, rather than rounding twice. ``name`` may also be a spec JSON file (see
+    :func:`load_spec_file`), e.g. the ``baseline.json`` of an architecture search: that spec is the
+    baseline the scaling starts from.
     """
     if phi is not None and multipliers is not None:
         raise SpecError("give phi or multipliers, not both")
+    if _is_spec_file(name):
+        base = load_spec_file(name)
+        if phi is None and multipliers is None:
+            return base
+        m = compound_multipliers(phi, coeffs) if phi is not None else multipliers
+        assert m is not None
+        return scale_spec(base, m, name=f"{base.name}@phi={_fmt(phi)}" if phi is not None else None)
     entry = get_entry(name)
     m = entry.multipliers
     suffix = ""

@@ -53,6 +53,20 @@ def _mbconv(cost: Cost, stage: StageSpec, cin: int, hw: int, out_hw: int) -> Non
     cost.conv(mid, stage.out_channels, 1, out_hw)
 
 
+def _fused(cost: Cost, stage: StageSpec, cin: int, hw: int, out_hw: int) -> None:
+    mid = expanded_channels(cin, stage.expand_ratio)
+    if mid != cin:  # k×k expansion (stride), then a 1×1 projection
+        cost.conv(cin, mid, stage.kernel_size, out_hw)
+    se = se_channels(cin, stage.se_ratio)
+    if se:
+        cost.conv(mid, se, 1, 1, bias=True, bn=False)
+        cost.conv(se, mid, 1, 1, bias=True, bn=False)
+    if mid != cin:
+        cost.conv(mid, stage.out_channels, 1, out_hw)
+    else:  # expand ratio 1: the k×k conv itself projects
+        cost.conv(cin, stage.out_channels, stage.kernel_size, out_hw)
+
+
 def _dwsep(cost: Cost, stage: StageSpec, cin: int, hw: int, out_hw: int) -> None:
     cost.conv(cin, cin, stage.kernel_size, out_hw, groups=cin)
     cost.conv(cin, stage.out_channels, 1, out_hw)
@@ -72,7 +86,7 @@ def _bottleneck(cost: Cost, stage: StageSpec, cin: int, hw: int, out_hw: int) ->
 
 # One cost per kind in spec.BLOCK_TYPES, as model._BLOCKS builds them (tests/test_spec.py checks both).
 _BLOCK_COSTS: dict[str, Callable[[Cost, StageSpec, int, int, int], None]] = {
-    "mbconv": _mbconv, "dwsep": _dwsep, "basic": _basic, "bottleneck": _bottleneck,
+    "mbconv": _mbconv, "fused_mbconv": _fused, "dwsep": _dwsep, "basic": _basic, "bottleneck": _bottleneck,
 }
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from effnet.blocks import BasicBlock, Bottleneck, DepthwiseSeparable, MBConv
+from effnet.blocks import BasicBlock, Bottleneck, DepthwiseSeparable, FusedMBConv, MBConv
 from effnet.layers import ConvNormAct, ConvOptions, get_activation
 from effnet.spec import NetworkSpec, StageSpec, bottleneck_channels, expanded_channels, se_channels
 
@@ -25,6 +25,12 @@ def _mbconv(stage: StageSpec, cin: int, stride: int, dpr: float, act: Activation
     return MBConv(cin, stage.out_channels, expanded_channels=expanded_channels(cin, stage.expand_ratio),
                   se_channels=se_channels(cin, stage.se_ratio), kernel_size=stage.kernel_size, stride=stride,
                   activation=act, drop_path_rate=dpr, options=opts)
+
+
+def _fused(stage: StageSpec, cin: int, stride: int, dpr: float, act: Activation, opts: ConvOptions) -> nn.Module:
+    return FusedMBConv(cin, stage.out_channels, expanded_channels=expanded_channels(cin, stage.expand_ratio),
+                       se_channels=se_channels(cin, stage.se_ratio), kernel_size=stage.kernel_size, stride=stride,
+                       activation=act, drop_path_rate=dpr, options=opts)
 
 
 def _dwsep(stage: StageSpec, cin: int, stride: int, dpr: float, act: Activation, opts: ConvOptions) -> nn.Module:
@@ -46,7 +52,7 @@ def _bottleneck(stage: StageSpec, cin: int, stride: int, dpr: float, act: Activa
 # One builder per kind in spec.BLOCK_TYPES (tests/test_spec.py holds the keys to that list, and
 # macs._BLOCK_COSTS to the same).
 _BLOCKS: dict[str, Callable[[StageSpec, int, int, float, Activation, ConvOptions], nn.Module]] = {
-    "mbconv": _mbconv, "dwsep": _dwsep, "basic": _basic, "bottleneck": _bottleneck,
+    "mbconv": _mbconv, "fused_mbconv": _fused, "dwsep": _dwsep, "basic": _basic, "bottleneck": _bottleneck,
 }
 
 

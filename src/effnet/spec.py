@@ -21,9 +21,10 @@ from typing import Any, Literal
 
 from effnet.errors import SpecError
 
-BLOCK_TYPES = ("mbconv", "dwsep", "basic", "bottleneck")
-"""Block kinds a stage can use: MBConv (EfficientNet, MobileNetV2 when ``se_ratio=0``),
-depthwise-separable (MobileNetV1), ResNet basic and bottleneck blocks."""
+BLOCK_TYPES = ("mbconv", "fused_mbconv", "dwsep", "basic", "bottleneck")
+"""Block kinds a stage can use: MBConv (EfficientNet, MobileNetV2 when ``se_ratio=0``), fused MBConv
+(EfficientNetV2: a regular k×k conv in place of expand 1×1 + depthwise), depthwise-separable
+(MobileNetV1), ResNet basic and bottleneck blocks."""
 
 ACTIVATIONS = ("swish", "silu", "relu", "relu6")
 
@@ -103,8 +104,9 @@ class StageSpec:
         repeats: number of blocks, L_i in the paper (before depth scaling).
         out_channels: C_i, the stage width (before width scaling).
         stride: stride of the first block.
-        kernel_size: depthwise kernel (MBConv, dwsep); ResNet blocks use 3.
-        expand_ratio: MBConv expansion of the block input (MBConv1 = 1, MBConv6 = 6).
+        kernel_size: depthwise kernel (MBConv, dwsep), the fused conv's kernel (fused MBConv);
+            ResNet blocks use 3.
+        expand_ratio: (fused) MBConv expansion of the block input (MBConv1 = 1, MBConv6 = 6).
         se_ratio: squeeze-excitation width relative to the block *input* channels; 0 = no SE.
         activation: activation inside the block.
         scale_depth: False keeps ``repeats`` fixed under depth scaling (EfficientNet-Lite's first

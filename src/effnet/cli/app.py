@@ -17,6 +17,7 @@ from effnet import __version__
 from effnet.catalog import MODELS, get_entry, get_spec, list_models
 from effnet.cli.deploy import add_commands as add_bench_commands
 from effnet.cli.models import add_commands
+from effnet.cli.nas import add_commands as add_nas_commands
 from effnet.cli.preflight import check_inputs
 from effnet.cli.search import add_commands as add_search_commands
 from effnet.cli.search import add_scale_options, cmd_scale_train
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(sub)
     add_commands(sub)  # eval, predict, cam, convert (effnet.cli.models)
     add_search_commands(sub)  # search, compare, demo (effnet.cli.search)
+    add_nas_commands(sub)  # nas (effnet.cli.nas)
     add_bench_commands(sub)  # bench, export (effnet.cli.deploy)
     return p
 

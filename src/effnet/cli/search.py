@@ -173,12 +173,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_nas(out: Path, plan: Any, trials: int) -> str:
+    """Step 0 before the demo: ``effnet nas`` on the demo's baseline, data and budget; the found
+    ``baseline.json`` then goes through the grid, STEP 2 and the comparison (docs/nas.md)."""
+    from effnet.cli.app import build_parser
+
+    b = plan.budget
+    argv = ["nas", plan.baseline, "--data", plan.data, "--trials", str(trials), "--workers", str(plan.workers),
+            "--base-depth", str(plan.depth), "--base-width", str(plan.width), "--total-stride",
+            str(plan.total_stride), "--image-size", str(plan.resolution), "--epochs", str(b.epochs),
+            "--train-images", str(b.train_images), "--eval-images", str(b.eval_images), "--batch-size",
+            str(b.batch_size), "--lr", str(b.lr), "--out", str(out)]
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    found = out / "baseline.json"
+    if not found.exists():
+        raise EffnetError(f"the architecture search in {out} completed no trial; see {out}/nas.md")
+    return str(found)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from effnet.search.demo import demo_plan, run_demo
 
     out = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     t = time.time()
-    report = run_demo(out, demo_plan(quick=args.quick, workers=args.workers))
+    plan = demo_plan(quick=args.quick, workers=args.workers)
+    if args.nas:
+        plan = replace(plan, baseline=_demo_nas(out / "nas", plan, args.nas_trials))
+    report = run_demo(out, plan)
     search, cmp = report["search"], report["compare"]
     best = search["best"]
     print(f"STEP 1: {search['counts']['COMPLETE']} of {len(search['records'])} candidates completed; best alpha="
@@ -231,4 +255,8 @@ def add_commands(sub: Any) -> None:
     d.add_argument("--quick", action="store_true", help="a smaller budget: about 3 minutes on 2 cores")
     d.add_argument("--out", help="report folder (default runs/demo-<time>)")
     d.add_argument("--workers", type=int, default=2, help="training processes (2)")
+    d.add_argument("--nas", action="store_true",
+                   help="step 0 first: search the baseline (`effnet nas`, TPE beside random search), then run the "
+                        "demo from the found baseline.json (docs/nas.md)")
+    d.add_argument("--nas-trials", type=int, default=8, help="trials per strategy of the --nas step (8)")
     d.set_defaults(func=cmd_demo)

@@ -31,6 +31,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         else:
             g.add_argument(flag, dest=f.name, type=tp, default=None, metavar=tp.__name__.upper(),
                            help=f"default: {f.default}")
+    g.add_argument("--spec", dest="model", metavar="SPEC.json",
+                   help="train a spec file instead of a registered model (e.g. the baseline.json of `effnet nas`)")
 
 
 def _config_from_args(args: argparse.Namespace, **forced: Any) -> Any:

@@ -24,6 +24,7 @@ import torch
 from effnet.catalog import get_spec, smallest_phi
 from effnet.errors import SpecError
 from effnet.scaling_law import OutOfRange, largest_fitting
+from effnet.spec import NetworkSpec
 
 __all__ = ["LatencyFit", "MemoryFit", "fit_latency", "fit_train_memory", "measure_latency"]
 
@@ -56,18 +57,27 @@ class MemoryFit:
 def measure_latency(name: str, phi: float, *, engine: str = "eager", batch: int = 1, rounds: int = 7) -> float:
     """Median seconds per forward pass of ``name`` at ``phi`` on ``engine`` (random weights: latency
     does not depend on their values), after the path is verified against eager."""
+    return measure_spec_latency(get_spec(name, phi=phi), engine=engine, batch=batch, rounds=rounds)
+
+
+def measure_spec_latency(spec: NetworkSpec, *, engine: str = "eager", batch: int = 1, rounds: int = 7,
+                         num_classes: int = 1000, in_chans: int = 3) -> float:
+    """Median seconds per forward pass of the network ``spec`` describes (at its resolution) on
+    ``engine``, verified against eager first: what a latency-aware architecture search (MnasNet §3)
+    measures for each candidate."""
     from effnet.deploy.bench import run_side_by_side
     from effnet.deploy.inference import optimize_for_inference
     from effnet.registry import create_model
 
-    model = create_model(name, phi=phi)
-    res = model.spec.resolution  # type: ignore[union-attr]
+    model = create_model(spec, num_classes=num_classes, in_chans=in_chans)
+    res = spec.resolution
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fast = optimize_for_inference(model, example=torch.randn(2, 3, res, res), engine=engine)
+        fast = optimize_for_inference(model, example=torch.randn(2, in_chans, res, res), engine=engine)
     # Several calls per sample and a longer warm-up: single ~10 ms calls right after an export vary by
     # 30 % here (allocator and thread wake-up), enough to make φ + 0.25 look faster than φ.
-    times = run_side_by_side({"m": fast}, torch.randn(batch, 3, res, res), rounds=rounds, inner=5, warmup=5)["m"]
+    times = run_side_by_side({"m": fast}, torch.randn(batch, in_chans, res, res), rounds=rounds, inner=5,
+                             warmup=5)["m"]
     return statistics.median(times)
 
 

@@ -24,8 +24,8 @@ from dataclasses import replace as _replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from effnet.catalog import MODELS, get_spec
-from effnet.errors import EffnetError, SpecError
+from effnet.catalog import MODELS, get_spec, load_spec_file
+from effnet.errors import EffnetError
 from effnet.scaling import Multipliers, limit_stride, scale_spec
 from effnet.search.grid import Candidate
 from effnet.spec import NetworkSpec
@@ -33,7 +33,8 @@ from effnet.spec import NetworkSpec
 if TYPE_CHECKING:
     from effnet.train.budget import Budget, ImageArrays
 
-__all__ = ["Experiment", "Job", "job_key", "resolve_baseline", "run_jobs", "run_search_workers", "search_evaluator"]
+__all__ = ["Experiment", "Job", "job_key", "resolve_baseline", "run_jobs", "run_search_workers", "run_worker_processes",
+           "search_evaluator"]
 
 _ARRAYS: dict[tuple[str, Budget, int], ImageArrays] = {}  # per process, loaded once per (data, budget, seed)
 
@@ -97,15 +98,7 @@ def resolve_baseline(name: str, *, depth: float = 1.0, width: float = 1.0, total
     if name in MODELS:
         spec = get_spec(name, multipliers=Multipliers(depth, width) if (depth, width) != (1, 1) else None)
     else:
-        path = Path(name)
-        if not path.is_file():
-            raise SpecError(f"baseline {name!r} is neither a registered model (`effnet models`) nor a spec file")
-        try:
-            d = json.loads(path.read_text())
-        except ValueError as e:
-            raise SpecError(f"baseline file {name!r} is not JSON ({e}); write one with `effnet describe --json`"
-                            ) from None
-        spec = NetworkSpec.from_dict(d.get("spec", d) if isinstance(d, dict) else d)
+        spec = load_spec_file(name)
         if (depth, width) != (1, 1):
             spec = scale_spec(spec, Multipliers(depth, width))
     if total_stride:
@@ -213,7 +206,6 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, cache: str | Path | None 
 def _search_process(url: str, study: str, heartbeat: float, stale_after: float) -> None:
     from effnet.search.study import open_storage, run_worker
 
-    _init_worker()
     storage = open_storage(url)
     run_worker(storage, study, search_evaluator(_stored_experiment(storage, study)), heartbeat=heartbeat,
                stale_after=stale_after)
@@ -233,27 +225,43 @@ def run_search_workers(url: str, study: str, *, workers: int = 1, heartbeat: flo
     from effnet.search.study import collect, open_storage, run_worker
 
     storage = open_storage(url)
+    poll = None if on_progress is None else (lambda: on_progress(collect(storage, study)))
     if workers <= 1:
         exp = _stored_experiment(storage, study)
-        if on_progress is not None:
-            on_progress(collect(storage, study))  # a resumed study starts where it stopped
+        if poll is not None:
+            poll()  # a resumed study starts where it stopped
         run_worker(storage, study, search_evaluator(exp), heartbeat=heartbeat, stale_after=stale_after,
-                   on_trial=(lambda _c, _o: on_progress(collect(storage, study))) if on_progress else None)
+                   on_trial=(lambda _c, _o: poll()) if poll else None)
         return 1
+    return run_worker_processes(workers, lambda: _search_process(url, study, heartbeat, stale_after), poll)
+
+
+def _in_worker(work: Callable[[], None]) -> None:
+    _init_worker()
+    work()
+
+
+def run_worker_processes(workers: int, work: Callable[[], None], poll: Callable[[], None] | None = None) -> int:
+    """Run ``work`` in ``workers`` forked processes (one torch thread each) until all return, calling
+    ``poll()`` first, every second and at the end. Returns the worker count.
+
+    Raises:
+        EffnetError: a worker exited with an error; the study keeps what finished.
+    """
     ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_search_process, args=(url, study, heartbeat, stale_after)) for _ in range(workers)]
+    procs = [ctx.Process(target=_in_worker, args=(work,)) for _ in range(workers)]
     for p in procs:
         p.start()
     try:
         while any(p.is_alive() for p in procs):
-            if on_progress is not None:
-                on_progress(collect(storage, study))
+            if poll is not None:
+                poll()
             time.sleep(1.0)
     finally:
         for p in procs:
             p.join()
-    if on_progress is not None:
-        on_progress(collect(storage, study))
+    if poll is not None:
+        poll()
     bad = [p.exitcode for p in procs if p.exitcode]
     if bad:
         raise EffnetError(f"{len(bad)} of {workers} search workers exited with codes {bad}; the study keeps what "
