@@ -87,8 +87,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     engines = _engines(args.engine)
     if args.dtype == "int8":
         engines = ("onnxruntime",)
+    batches = _batches(args.batch)
     print(describe(), file=sys.stderr, flush=True)  # before timing starts, in case it is the load that hangs
-    rows = bench_model(model, args.model, batches=_batches(args.batch), dtype=args.dtype, engines=engines,
+    rows = bench_model(model, args.model, batches=batches, dtype=args.dtype, engines=engines,
                        peers=args.peers, rounds=args.rounds, calibration=calibration)
     busy = busy_warning(max(r.extra["spread"] for r in rows))
     family = None
