@@ -138,7 +138,8 @@ def section_engines(rounds: int, models: str) -> None:
 
 
 def section_choice() -> None:
-    """Ten choices for B0 at batch 1 from the same verified engines (building them is not what flips)."""
+    """Ten choices for B0 at batch 1 from the same verified engines (building them is not what flips),
+    with the rule optimize_for_inference uses (:func:`effnet.deploy.choice.choose`)."""
     from collections import Counter
 
     from effnet.deploy.choice import choose

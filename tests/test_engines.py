@@ -131,6 +131,13 @@ def test_a_clear_winner_is_taken_at_once(monkeypatch):
     assert [t.engine for t in timed] == ["onnxruntime", "eager"]
 
 
+def test_rounds_are_compared_in_pairs(monkeypatch):
+    # load swings every round 4x (a 100 % spread each), yet openvino is 1.4x slower in every round
+    sets = _fake_clock(monkeypatch, {"onnxruntime": [10, 40, 10, 40, 10], "openvino": [14, 56, 14, 56, 14]})
+    engine, why, _ = choose({"openvino": lambda: None, "onnxruntime": lambda: None})
+    assert engine == "onnxruntime" and why.startswith("fastest") and len(sets) == 1
+
+
 def test_candidates_within_noise_are_remeasured_then_ordered(monkeypatch):
     # openvino's median is 2 % slower, inside the noise: more rounds, then the preferred order decides
     sets = _fake_clock(monkeypatch, {"onnxruntime": [10, 10, 10, 10, 10], "openvino": [10.2] * 5,

@@ -7,10 +7,11 @@ Why each rule (docs/engines.md has the measurements):
   drops the rounds it hit.
 * **A minimum time**: every candidate is called often enough to fill ``min_seconds`` / candidates,
   so a 5 ms engine is not judged on five calls, each one scheduler tick from doubling.
-* **Re-measure when within noise**: when the two fastest differ by less than the spread of their
-  rounds (or 5 %), more rounds are taken; if they still do, the choice falls to a fixed order
-  (:data:`PREFERENCE`, the order a quiet machine measured) instead of to the last coin toss. That is
-  what keeps ten calls under a competing process on one engine.
+* **Re-measure when within noise**: when the rounds, compared in pairs, cannot tell the two fastest
+  apart (the median ratio under 1.05, or the faster one ahead in fewer than 70 % of the rounds), more
+  rounds are taken; if they still cannot, the choice falls to a fixed order (:data:`PREFERENCE`)
+  instead of to the last coin toss. That is what keeps ten calls under a competing process on one
+  engine.
 * **Cached** per (model spec, input shape, dtype, CPU features, threads, engine versions) in
   ``~/.cache/effnet/engine-choice.json`` (written atomically): a repeated call builds and verifies
   only the engine chosen before and times nothing. ``EFFNET_ENGINE_CACHE=off`` disables the file (a
@@ -34,16 +35,15 @@ from typing import Any
 from effnet.deploy.machine import cpu_features, load_average
 from effnet.deploy.timing import interleaved_times
 
-__all__ = ["LATENCY_PREFERENCE", "PREFERENCE", "Choice", "Timed", "cache_key", "cache_path", "choose", "load_choice",
-           "now_choice", "preference",
+__all__ = ["PREFERENCE", "Choice", "Timed", "cache_key", "cache_path", "choose", "load_choice", "now_choice",
            "save_choice"]
 
-# The order quiet races put the engines in (docs/engines.md): OpenVINO's latency mode led plain ONNX
-# Runtime at batch 1 (1.5x on an AVX2 EPYC, 1.1x on an AVX-512 Xeon), effnet's split ONNX Runtime led
-# at batch 16 (1.6x OpenVINO on AVX2). It decides only between candidates within noise of each other.
+# The order to break a tie in: effnet's ONNX Runtime engine won every race measured on the AVX-512 Xeon
+# (batch 1 and 16, B0, B3, Lite0; docs/engines.md), then OpenVINO. It decides only between candidates
+# whose rounds cannot tell them apart.
 PREFERENCE = ("onnxruntime", "openvino", "eager", "compile")
-LATENCY_PREFERENCE = ("openvino", "onnxruntime", "eager", "compile")
-NOISE = 0.05  # below this relative gap two medians are never told apart
+NOISE = 0.05  # below this relative gap two candidates are never told apart
+WINS = 0.7  # ... nor unless the faster one is faster in this share of the rounds
 _CACHE_VERSION = 1
 
 
@@ -111,8 +111,15 @@ def _figures(times: Mapping[str, list[float]], calls: Mapping[str, int]) -> list
     return sorted(out, key=lambda t: t.ms)
 
 
-def _within_noise(a: Timed, b: Timed, noise: float) -> bool:
-    return b.ms / a.ms - 1 < max(noise, a.spread, b.spread)
+def _within_noise(times: Mapping[str, list[float]], a: str, b: str, noise: float) -> bool:
+    """Whether the rounds cannot tell ``a`` (the faster median) from ``b``. Rounds are compared in
+    pairs: both candidates of one round ran seconds apart under the same load, so the per-round ratio
+    cancels what a busy machine does to both, where the spread of each alone would not (at load 12 a
+    1.4x gap sat inside a 50 % spread). ``a`` must be faster by more than ``noise`` in the median
+    ratio and faster in at least :data:`WINS` of the rounds."""
+    ratios = [tb / ta for ta, tb in zip(times[a], times[b], strict=True)]
+    wins = sum(r > 1 for r in ratios) / len(ratios)
+    return not (statistics.median(ratios) > 1 + noise and wins >= WINS)
 
 
 def _once(fn: Callable[[], object]) -> float:
@@ -143,17 +150,12 @@ def choose(calls: Mapping[str, Callable[[], object]], *, rounds: int = 5, min_se
         for k, ts in new.items():
             times[k] += ts
         figures = _figures(times, inner)
-        if not _within_noise(figures[0], figures[1], noise):
-            return figures[0].engine, f"fastest, {figures[1].ms / figures[0].ms:.2f}x the next", tuple(figures)
-    tied = [t.engine for t in figures if _within_noise(figures[0], t, noise)]
+        best = figures[0].engine
+        if not _within_noise(times, best, figures[1].engine, noise):
+            return best, f"fastest, {figures[1].ms / figures[0].ms:.2f}x the next", tuple(figures)
+    tied = [t.engine for t in figures if t.engine == best or _within_noise(times, best, t.engine, noise)]
     pick = min(tied, key=lambda e: prefer.index(e) if e in prefer else len(prefer))
     return pick, f"{', '.join(tied)} within noise after {len(times[pick])} rounds: preferred order", tuple(figures)
-
-
-def preference(batch: int, threads: int) -> tuple[str, ...]:
-    """The tie-break order for ``batch`` images on ``threads`` threads: latency order below one image
-    per thread (the batch cannot be split across cores), throughput order from there on."""
-    return LATENCY_PREFERENCE if batch < threads else PREFERENCE
 
 
 def cache_path() -> Path | None:

@@ -261,7 +261,7 @@ def _build_verified(model: nn.Module, names: list[str], x: torch.Tensor, strict:
 
 def _auto(model: nn.Module, x: torch.Tensor, dtype: str, notes: tuple[str, ...], **kwargs: object) -> OptimizedModel:
     """Race the verified candidates (or take the cached or forced choice) and keep the winner."""
-    from effnet.deploy.choice import cache_key, choose, load_choice, now_choice, preference, save_choice
+    from effnet.deploy.choice import cache_key, choose, load_choice, now_choice, save_choice
 
     names = _auto_candidates(dtype)
     threads = torch.get_num_threads()
@@ -290,8 +290,7 @@ def _auto(model: nn.Module, x: torch.Tensor, dtype: str, notes: tuple[str, ...],
             raise
         built, errors = _build_verified(model, ["eager"], x, False, dtype=dtype, **kwargs)
         errors.append(str(e))
-    engine, why, timed = choose({k: (lambda c=c: c(x)) for k, c in built.items()},
-                                prefer=preference(shape[0], threads))
+    engine, why, timed = choose({k: (lambda c=c: c(x)) for k, c in built.items()})
     choice = now_choice(engine, why, timed, shape=shape, dtype=dtype, threads=threads,
                         notes=notes + tuple(f"not a candidate: {e}" for e in errors))
     if len(built) > 1:
