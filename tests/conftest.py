@@ -21,6 +21,7 @@ SLOW = {
     "test_killed_worker_resumes_without_rerunning_finished_trials",
     "test_openvino_fp32_matches_eager", "test_openvino_bf16_keeps_top1_where_the_cpu_has_bf16",
     "test_auto_reports_every_candidate_with_its_figure", "test_a_cached_choice_is_reused_without_timing",
+    "test_bf16_without_native_bf16_says_what_it_does_instead",
 }
 SLOW_MODELS = ("efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_b8",
                "efficientnet_l2")
