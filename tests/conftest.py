@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from effnet.spec import HeadSpec, NetworkSpec, StageSpec, StemSpec
+from effnet.threads import configure
+
+# The CLI's threading policy for the in-process tests too (one thread and sleeping waits when other
+# processes are busy): OpenMP reads its environment when torch loads, so it is set before the first
+# `import torch` (docs/performance.md, "Threads under load").
+configure()
+
+import torch  # noqa: E402
+
+from effnet.spec import HeadSpec, NetworkSpec, StageSpec, StemSpec  # noqa: E402
 
 # Tests that took more than ~5 s on 2 cores (pytest --durations): `./run test --fast` (-m "not slow")
 # skips them for the inner loop; CI and `./run test` run everything. One list here rather than a

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from torch import nn
+
+# The shared, read-only test data (imagenet-sample-100, imagenet-synsets.txt): $EFFNET_SHARED_DATA, else
+# ../shared/data beside the checkout (README "Sample inputs"). Tests that need it skip when it is missing.
+SHARED_DATA = Path(os.environ.get("EFFNET_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def randomize_bn(model: nn.Module) -> nn.Module:

@@ -64,7 +64,7 @@ def test_export_cli_writes_checked_files(tmp_path, capsys):
     """pt2 only: the ONNX path is covered by tests/test_export.py and costs another export."""
     torch.set_num_threads(1)
     assert cli.main(["export", "resnet18", "--phi", "-4", "--out", str(tmp_path / "r"), "--format", "pt2"]) == 0
-    assert (tmp_path / "r.pt2").is_file()
+    assert (tmp_path / "r" / "resnet18-phi-4.pt2").is_file()  # --out is a folder, files named after the model
     assert "parity with eager fp32 checked" in capsys.readouterr().out
 
 

@@ -94,15 +94,16 @@ def test_cam_on_coffee_lands_on_the_cup(tmp_path: Path, capsys: pytest.CaptureFi
         assert result.class_idx == 967 and result.heatmap.shape == (224, 224) and result.raw.shape == (7, 7)
         y, x_ = divmod(int(result.heatmap.argmax()), 224)
         assert CUP_BOX[0] <= x_ <= CUP_BOX[2] and CUP_BOX[1] <= y <= CUP_BOX[3], (method, x_, y)
-    Image.fromarray(data.coffee()).save(tmp_path / "coffee.png")
-    prefix = tmp_path / "out"
-    assert main(["cam", str(tmp_path / "coffee.png"), "--model", "efficientnet_lite0", "--pretrained",
-                 "--out", str(prefix)]) == 0
+    photo = tmp_path / "photos" / "coffee.png"
+    photo.parent.mkdir()
+    Image.fromarray(data.coffee()).save(photo)
+    out = tmp_path / "maps"  # --out: a folder (created); files are named after the image and the method
+    assert main(["cam", str(photo), "--model", "efficientnet_lite0", "--pretrained", "--out", str(out)]) == 0
     assert "class 967 espresso" in capsys.readouterr().out
-    assert Image.open(f"{prefix}.png").size == (224, 224)
-    raw = np.load(f"{prefix}.npy")
+    assert Image.open(out / "coffee.cam.png").size == (224, 224)
+    raw = np.load(out / "coffee.cam.npy")
     torch.testing.assert_close(torch.from_numpy(raw), compute_cam(model, x).raw)
-    code = main(["cam", str(tmp_path / "coffee.png"), "--model", "efficientnet_lite0", "--pretrained",
+    code = main(["cam", str(photo), "--model", "efficientnet_lite0", "--pretrained",
                  "--class", "1000"])
     err = capsys.readouterr().err
     assert code == 2 and "outside the model's classes" in err and len(err.strip().splitlines()) == 1

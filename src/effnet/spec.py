@@ -4,12 +4,12 @@ A :class:`NetworkSpec` is the whole architecture as a value: stem, stages, head 
 resolution. It can be printed, compared, serialised into a checkpoint, costed without torch
 (:mod:`effnet.macs`) and scaled by a pure function (:func:`effnet.scaling.scale_spec`).
 
-The one rule that makes scaling generic (DESIGN.md §1.4): **each stage stores exactly one width**,
-its ``out_channels``. Every other channel count is derived from it by a fixed ratio inside the
-block: the MBConv expansion is ``in_channels · expand_ratio``, the squeeze-excitation width is
-``max(1, int(in_channels · se_ratio))`` (from the block *input*, as in the TF reference), and the
-ResNet bottleneck width is ``out_channels / 4``. So scaling only rewrites repeats, stage widths,
-stem/head widths and the resolution.
+The one rule that makes scaling generic (ARCHITECTURE.md, "Read in this order"): **each stage
+stores exactly one width**, its ``out_channels``. Every other channel count is derived from it by a
+fixed ratio inside the block: the MBConv expansion is ``in_channels · expand_ratio``, the
+squeeze-excitation width is ``max(1, int(in_channels · se_ratio))`` (from the block *input*, as in
+the TF reference), and the ResNet bottleneck width is ``out_channels / 4``. So scaling only rewrites
+repeats, stage widths, stem/head widths and the resolution.
 """
 
 from __future__ import annotations

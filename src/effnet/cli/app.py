@@ -13,9 +13,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from effnet import __version__
 from effnet.catalog import MODELS, get_entry, get_spec, list_models
 from effnet.cli.deploy import add_commands as add_bench_commands
 from effnet.cli.models import add_commands
+from effnet.cli.preflight import check_inputs
 from effnet.cli.search import add_commands as add_search_commands
 from effnet.cli.search import add_scale_options, cmd_scale_train
 from effnet.cli.train import add_commands as add_train_commands
@@ -26,6 +28,7 @@ from effnet.scaling import PAPER_COEFFICIENTS, Coefficients, Multipliers, implie
 from effnet.scaling_law import fit_phi, scaling_report, table3_report
 from effnet.spec import NetworkSpec
 from effnet.textfmt import human, parse_count, parse_phi_range, table
+from effnet.threads import THREADS_ENV, configure, resolve_threads
 
 
 class _Parser(argparse.ArgumentParser):
@@ -154,7 +157,7 @@ def _print_table3(as_json: bool) -> int:
     print(table(["baseline", "scaling", "d", "w", "r", "effnet MACs", "paper FLOPs", "ours/paper", "paper top-1"],
                 [[r.baseline, r.label, f"{r.depth:.3g}", f"{r.width:.3g}", f"{r.resolution:.3g}", human(r.macs),
                   human(r.paper_flops), f"{r.ratio:.2f}", f"{r.paper_top1:.1f}"] for r in rows]))
-    print("\nPaper Table 3 (FLOPs = multiply-adds). Rows off by more than 10% are explained in the README.")
+    print("\nPaper Table 3 (FLOPs = multiply-adds). Rows off by more than 10% are explained in docs/scaling.md.")
     return 0
 
 
@@ -181,6 +184,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="effnet", description="EfficientNet and compound model scaling (Tan & Le, ICML 2019).")
+    p.add_argument("--version", action="version", version=f"effnet {__version__}")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help=f"torch/ONNX Runtime threads (default: ${THREADS_ENV}; else one per core when the machine "
+                        "is idle at start, 1 when other processes are busy); see docs/performance.md")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     m = sub.add_parser("models", help="every registered model: params, MACs, resolution, the paper's figures")
     m.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'efficientnet_b*'")
@@ -227,10 +234,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _prepare(args: argparse.Namespace) -> None:
+    """Before any command imports torch: fail fast on missing paths, then set the threading policy
+    (effnet.threads), which the OpenMP runtime reads only when torch loads. Called in-process after
+    torch has loaded (tests, notebooks), only an explicit --threads / $EFFNET_THREADS is applied."""
+    check_inputs(args)
+    if "torch" not in sys.modules:
+        configure(args.threads)
+        return
+    threads, _ = resolve_threads(args.threads)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 user error)."""
     try:
         args = build_parser().parse_args(argv)
+        _prepare(args)
         return int(args.func(args))
     except EffnetError as e:
         print(f"effnet: error: {e}", file=sys.stderr)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from effnet.cli.preflight import export_prefix
 from effnet.errors import EffnetError
 from effnet.textfmt import human, parse_phi_range, table
 
@@ -125,6 +126,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    formats = [f.strip() for f in args.format.split(",")]
+    bad = [f for f in formats if f not in ("onnx", "pt2", "int8")]
+    if bad or not formats:
+        raise EffnetError(f"--format {args.format!r}: use a comma list of onnx, pt2, int8")
+    if "int8" in formats and not args.calibration:
+        raise EffnetError("--format int8 needs --calibration FOLDER of real images")
+    phi = "" if args.phi is None else f"-phi{args.phi:g}"
+    out = export_prefix(args.out, Path(args.checkpoint).stem if args.checkpoint else args.model + phi)
+
     import torch
 
     from effnet.deploy.export import export_onnx, export_pt2
@@ -132,26 +142,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     model = _model(args).eval()
     spec = model.spec
     x = torch.randn(2, model.stem.conv.in_channels, spec.resolution, spec.resolution)
-    out = Path(args.out)
-    written = []
-    for fmt in args.format.split(","):
+    for fmt in formats:
         if fmt == "onnx":
-            written.append(export_onnx(model, out.with_suffix(".onnx"), example=x))
+            path = export_onnx(model, out.with_name(out.name + ".onnx"), example=x)
         elif fmt == "pt2":
-            written.append(export_pt2(model, out.with_suffix(".pt2"), example=x))
-        elif fmt == "int8":
-            if not args.calibration:
-                raise EffnetError("--format int8 needs --calibration FOLDER of real images")
+            path = export_pt2(model, out.with_name(out.name + ".pt2"), example=x)
+        else:
             from effnet.deploy.quantize import folder_images, quantize_model
 
-            images = folder_images(args.calibration, model)[0]
-            quantize_model(model, out.with_suffix(".int8.onnx"), images)
-            written.append(out.with_suffix(".int8.onnx"))
-        else:
-            raise EffnetError(f"--format {fmt!r}: use a comma list of onnx, pt2, int8")
-    for p in written:
-        print(f"wrote {p} (dynamic batch; parity with eager fp32 checked)" if not str(p).endswith(".int8.onnx")
-              else f"wrote {p} (int8 QDQ, calibrated on {args.calibration})")
+            path = out.with_name(out.name + ".int8.onnx")
+            quantize_model(model, path, folder_images(args.calibration, model)[0])
+        print(f"wrote {path} (dynamic batch; parity with eager fp32 checked)" if fmt != "int8"
+              else f"wrote {path} (int8 QDQ, calibrated on {args.calibration})")
     return 0
 
 
@@ -233,7 +235,8 @@ def add_commands(sub: Any) -> None:
     b = sub.add_parser("bench", help="latency/throughput of effnet's inference paths (and the peers), side by side")
     _add_model(b)
     b.add_argument("--batch", default="1,16", help="comma list of batch sizes (1,16)")
-    b.add_argument("--threads", type=int, help="torch/ORT intra-op threads (default: torch's)")
+    b.add_argument("--threads", type=int, default=argparse.SUPPRESS,
+                   help="torch/ORT intra-op threads; the same as `effnet --threads N bench` (default: one per core)")
     b.add_argument("--engine", default="auto", help="comma list: auto (optimize_for_inference's choice at each "
                    "batch size), eager, compile, onnxruntime, openvino (auto)")
     b.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "int8"])
@@ -250,6 +253,7 @@ def add_commands(sub: Any) -> None:
 
     e = sub.add_parser("export", help="write ONNX / .pt2 / int8 ONNX files, parity-checked against eager")
     _add_model(e)
-    e.add_argument("--out", required=True, help="output path without suffix, e.g. runs/b0")
+    e.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for MODEL.onnx, MODEL.pt2, MODEL.int8.onnx (created), e.g. runs/export")
     e.add_argument("--format", default="onnx,pt2", help="comma list: onnx, pt2, int8 (onnx,pt2)")
     e.set_defaults(func=cmd_export)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from effnet.errors import EffnetError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     from effnet.model import ConvNet
 
@@ -37,7 +37,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _load_model(args: argparse.Namespace) -> ConvNet:
     """``--pretrained`` with ``--model``, or ``--checkpoint`` (into ``--model`` when given, checked strictly)."""
-    from effnet.checkpoint import load_model, load_weights, read_metadata
+    from effnet.checkpoint import load_model, model_from_metadata
     from effnet.registry import create_model
 
     if args.pretrained:
@@ -46,17 +46,18 @@ def _load_model(args: argparse.Namespace) -> ConvNet:
         return create_model(args.model, pretrained=True)
     if not args.checkpoint:
         raise EffnetError("give --pretrained or --checkpoint FILE: an untrained model's predictions are noise")
-    meta = read_metadata(args.checkpoint)
-    if meta["in_chans"] != 3 or meta["num_classes"] < 1:
-        raise EffnetError(f"{args.checkpoint}: a model with {meta['in_chans']} input channels and "
-                          f"{meta['num_classes']} classes; these commands need an RGB classifier")
-    if not args.model:
-        return load_model(args.checkpoint)
-    # BN eps and padding belong to the weights (their source's numerics), the layers to --model.
-    model = create_model(args.model, num_classes=int(meta["num_classes"]), bn_eps=meta["spec"].get("bn_eps"),
-                         padding=meta["spec"].get("padding"))
-    load_weights(model, args.checkpoint)
-    return model
+
+    def build(meta: Mapping[str, Any]) -> ConvNet:
+        if meta["in_chans"] != 3 or meta["num_classes"] < 1:
+            raise EffnetError(f"{args.checkpoint}: a model with {meta['in_chans']} input channels and "
+                              f"{meta['num_classes']} classes; these commands need an RGB classifier")
+        if not args.model:
+            return model_from_metadata(meta, what=args.checkpoint)
+        # BN eps and padding belong to the weights (their source's numerics), the layers to --model.
+        return create_model(args.model, num_classes=int(meta["num_classes"]), bn_eps=meta["spec"].get("bn_eps"),
+                            padding=meta["spec"].get("padding"))
+
+    return load_model(args.checkpoint, build=build)  # the file is read once
 
 
 @contextmanager
@@ -185,6 +186,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_cam(args: argparse.Namespace) -> int:
+    from effnet.cli.preflight import cam_outputs
+
+    png, npy = cam_outputs(args.image, args.out, args.method)  # before torch: a refused folder fails fast
+
     import numpy as np
     import torch
     from PIL import Image
@@ -204,12 +209,11 @@ def cmd_cam(args: argparse.Namespace) -> int:
     # Overlay on what the model saw (the resized, center-cropped input), where the map is defined.
     mean, std = torch.tensor(pre.mean)[:, None, None], torch.tensor(pre.std)[:, None, None]
     seen = ((x * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    prefix = args.out or str(Path(args.image).with_suffix("")) + f".{args.method}"
-    overlay(Image.fromarray(seen), result.heatmap).save(f"{prefix}.png")
-    np.save(f"{prefix}.npy", result.raw.numpy())
+    overlay(Image.fromarray(seen), result.heatmap).save(png)
+    np.save(npy, result.raw.numpy())
     name = class_names(model)[result.class_idx]
     print(f"{model.spec.name}: class {result.class_idx} {name} (p={result.probability:.3f}), {args.method} map "
-          f"{tuple(result.raw.shape)}; wrote {prefix}.png and {prefix}.npy")
+          f"{tuple(result.raw.shape)}; wrote {png} and {npy}")
     return 0
 
 
@@ -254,7 +258,8 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--class", dest="class_idx", type=int, help="class index to explain (default: top-1)")
     c.add_argument("--method", choices=("cam", "gradcam"), default="cam")
     c.add_argument("--layer", help="Grad-CAM layer, e.g. stages.5 (default: the last feature map)")
-    c.add_argument("--out", metavar="PREFIX", help="writes PREFIX.png and PREFIX.npy (default: IMAGE.<method>)")
+    c.add_argument("--out", metavar="DIR", help="folder for IMAGE-NAME.METHOD.png and .npy (default: the current "
+                   "folder; created; never inside the image folder tree the image comes from)")
     c.set_defaults(func=cmd_cam)
 
     v = sub.add_parser("convert", help="timm / torchvision / lukemelas weights -> an effnet checkpoint")

@@ -19,6 +19,7 @@ from effnet.errors import DataError
 __all__ = ["IMAGENET_SYNSETS_ENV", "ClassMap", "find_imagenet_synsets"]
 
 IMAGENET_SYNSETS_ENV = "EFFNET_IMAGENET_SYNSETS"
+SHARED_DATA_ENV = "EFFNET_SHARED_DATA"  # the shared data folder (README "Sample inputs")
 _SHARED_RELATIVE = Path("..", "shared", "data", "imagenet-synsets.txt")
 _PACKAGED_NAME = "imagenet_synsets.txt"
 
@@ -127,9 +128,9 @@ def find_imagenet_synsets() -> Path | Traversable:
     """Locate ``imagenet-synsets.txt``: env var, then the shared data folder, then the packaged copy.
 
     Order: ``$EFFNET_IMAGENET_SYNSETS`` (an error if it names a missing file: a typo there should not
-    be hidden by a fallback); ``../shared/data/imagenet-synsets.txt`` from the repository root, then
-    from the current directory; finally the copy shipped inside the package, so that an installed
-    effnet always has a map.
+    be hidden by a fallback); ``imagenet-synsets.txt`` in ``$EFFNET_SHARED_DATA``; then
+    ``../shared/data/imagenet-synsets.txt`` from the repository root, then from the current directory;
+    finally the copy shipped inside the package, so that an installed effnet always has a map.
     """
     env = os.environ.get(IMAGENET_SYNSETS_ENV)
     if env:
@@ -139,8 +140,9 @@ def find_imagenet_synsets() -> Path | Traversable:
                             "or unset it to use the packaged copy")
         return path
     repo_root = Path(__file__).resolve().parents[3]
-    for base in (repo_root, Path.cwd()):
-        candidate = base / _SHARED_RELATIVE
+    shared = os.environ.get(SHARED_DATA_ENV)
+    candidates = [Path(shared).expanduser() / _SHARED_RELATIVE.name] if shared else []
+    for candidate in [*candidates, repo_root / _SHARED_RELATIVE, Path.cwd() / _SHARED_RELATIVE]:
         if candidate.is_file():
             return candidate.resolve()
     return resources.files("effnet.data").joinpath(_PACKAGED_NAME)

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from effnet.errors import DataError
+from effnet.files import require_file
 
 __all__ = ["ImageConversionWarning", "ImageReport", "check_image", "load_image", "load_image_with_report"]
 
@@ -127,7 +128,8 @@ def _open_rgb(
     path: Path, *, exif_transpose: bool, draft: bool, warn: bool
 ) -> tuple[Image.Image, ImageReport]:
     """Open, decode and convert one file; the shared body of the public functions."""
-    _check_path(path)
+    require_file(path, DataError, what="file", if_dir="not an image file; pass a file, or use it as a data set",
+                 if_empty="copy it again from its source, or delete it")
     try:
         with warnings.catch_warnings():
             # Files between MAX_IMAGE_PIXELS and twice that only warn in PIL; a data loader should
@@ -168,16 +170,6 @@ def _open_rgb(
         warnings.warn(f"{report.describe()}: transparent pixels now show white", ImageConversionWarning,
                       stacklevel=3)
     return rgb, report
-
-
-def _check_path(path: Path) -> None:
-    """Turn the three ways a path can fail before PIL sees it into clear errors."""
-    if not path.exists():
-        raise DataError(f"{path}: no such file (relative paths start from {Path.cwd()}); check the path")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not an image file; pass a file, or use it as a data set")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty (0 bytes); copy it again from its source, or delete it")
 
 
 def _bomb_message(path: Path, err: Exception) -> str:

@@ -17,7 +17,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from effnet.catalog import get_spec
-from effnet.checkpoint import load_model, save_checkpoint
+from effnet.checkpoint import save_checkpoint
 from effnet.data import SMALL_IMAGE_CROP_SCALE, ClassMap, Preprocessing, build_transform, get_dataset
 from effnet.errors import EffnetError
 from effnet.model import ConvNet
-from effnet.scaling import limit_stride
+from effnet.train.build import build_model
 from effnet.train.config import TrainConfig
 from effnet.train.data import EpochSampler, SeededTransformDataset
 from effnet.train.dist import DistInfo, average_buffers, barrier, init_distributed
@@ -71,69 +69,6 @@ class Run:
     tb: Any = None  # a TensorBoard SummaryWriter on rank 0 when the package is installed
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     scaler: Any = None  # torch.amp.GradScaler, active only for fp16 on a GPU
-
-
-def build_model(cfg: TrainConfig, num_classes: int) -> ConvNet:
-    """The (scaled, stride-adapted) network of ``cfg``, optionally from pretrained/initial weights."""
-    spec = get_spec(cfg.model, phi=cfg.phi)
-    if cfg.total_stride:
-        spec = limit_stride(spec, cfg.total_stride)
-    if cfg.resolution:
-        spec = spec.replace(resolution=cfg.resolution)
-    if cfg.bn_momentum is not None:
-        spec = spec.replace(bn_momentum=cfg.bn_momentum)
-    if cfg.init_checkpoint or cfg.pretrained:
-        _warn_ignored(cfg)
-    if cfg.init_checkpoint:  # the checkpoint's own architecture, rebuilt from its embedded spec
-        model = load_model(cfg.init_checkpoint)
-    elif cfg.pretrained:
-        from effnet.registry import create_model
-
-        model = create_model(cfg.model, pretrained=True)  # type: ignore[assignment]
-    else:
-        model = ConvNet(spec, num_classes=num_classes, dropout=cfg.dropout, drop_path_rate=cfg.drop_path_rate)
-    if model.num_classes != num_classes:
-        model.reset_classifier(num_classes)  # a new head for the new task
-    if cfg.bn_momentum is not None and model.spec.bn_momentum != cfg.bn_momentum:
-        _set_bn_momentum(model, cfg.bn_momentum)
-    _freeze(model, cfg.freeze_stages)
-    if cfg.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    return model
-
-
-def _warn_ignored(cfg: TrainConfig) -> None:
-    """Weights fix the architecture: say which architecture settings of ``cfg`` they override."""
-    given = {name: getattr(cfg, name) for name in ("phi", "total_stride") if getattr(cfg, name) is not None}
-    if given:
-        source = cfg.init_checkpoint or f"{cfg.model}'s pretrained weights"
-        settings = ", ".join(f"{k}={v}" for k, v in given.items())
-        warnings.warn(f"{settings} ignored: the network comes from {source} as it was trained "
-                      "(resolution still sets the input size)", stacklevel=3)
-
-
-def _set_bn_momentum(model: ConvNet, momentum: float) -> None:
-    """A training setting, not architecture, so it applies to loaded weights too: ImageNet BN statistics
-    with TF's 0.01 would still be 40 % ImageNet after 90 fine-tuning steps, and evaluation would see them."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = momentum
-    model.spec = model.spec.replace(bn_momentum=momentum)  # the checkpoint records what was used
-
-
-def _freeze(model: ConvNet, k: int) -> None:
-    """Freeze the stem and stages 1..k (weights and BN statistics) for fine-tuning."""
-    if k <= 0:
-        return
-    if k > len(model.stages):
-        raise EffnetError(f"freeze_stages={k} but {model.spec.name} has {len(model.stages)} stages")
-    for module in [model.stem, *list(model.stages)[:k]]:
-        for p in module.parameters():
-            p.requires_grad_(False)
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.eval()
-                m.momentum = 0.0  # running statistics stay fixed even when .train() is called
 
 
 def _preprocessing(cfg: TrainConfig, model: ConvNet) -> Preprocessing:
