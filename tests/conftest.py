@@ -31,6 +31,9 @@ SLOW = {
     "test_fit_max_train_memory", "test_int8_needs_calibration_and_runs", "test_lite1_lite2_reach_the_reference",
     "test_two_workers_share_a_study_on_a_real_postgresql_server",
     "test_killed_worker_resumes_without_rerunning_finished_trials",
+    "test_openvino_fp32_matches_eager", "test_openvino_bf16_keeps_top1_where_the_cpu_has_bf16",
+    "test_auto_reports_every_candidate_with_its_figure", "test_a_cached_choice_is_reused_without_timing",
+    "test_bf16_without_native_bf16_says_what_it_does_instead",
 }
 SLOW_MODELS = ("efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_b8",
                "efficientnet_l2")
@@ -47,6 +50,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _engine_choice_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """optimize_for_inference's engine-choice cache in a fresh file per test, never the user's ~/.cache."""
+    monkeypatch.setenv("EFFNET_ENGINE_CACHE", str(tmp_path_factory.mktemp("engine-cache") / "choice.json"))
+    monkeypatch.delenv("EFFNET_ENGINE", raising=False)
 
 
 @pytest.fixture

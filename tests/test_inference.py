@@ -31,7 +31,8 @@ def test_fp32_paths_match_eager(tiny, engine, tmp_path):
 
 def test_bf16_path_is_checked_and_close(tiny):
     x = torch.randn(2, 3, 32, 32)
-    fast = effnet.optimize_for_inference(tiny, example=x, dtype="bf16")
+    # engine given: auto runs fp32 instead on a CPU without native bf16 (tests/test_engines.py)
+    fast = effnet.optimize_for_inference(tiny, example=x, dtype="bf16", engine="eager")
     assert fast.dtype == "bf16" and fast(x).dtype == torch.float32
     with torch.no_grad():
         ref = tiny(x)
@@ -59,11 +60,11 @@ def test_bad_requests_fail_clearly(tiny, kwargs, match):
 
 def test_bf16_guard_reruns_near_ties_in_fp32(tiny):
     x = torch.randn(3, 3, 32, 32)
-    every_row = effnet.optimize_for_inference(tiny, example=x, dtype="bf16", bf16_guard=10.0)
+    every_row = effnet.optimize_for_inference(tiny, example=x, dtype="bf16", engine="eager", bf16_guard=10.0)
     with torch.no_grad():
         ref = tiny(x)
     torch.testing.assert_close(every_row(x), ref, rtol=0, atol=1e-4)  # all rows re-run in fp32
     assert every_row.rechecked >= 3
-    none = effnet.optimize_for_inference(tiny, example=x, dtype="bf16", bf16_guard=0.0)
+    none = effnet.optimize_for_inference(tiny, example=x, dtype="bf16", engine="eager", bf16_guard=0.0)
     none(x)
     assert none.rechecked == 0

@@ -34,9 +34,9 @@ def _engines(text: str) -> tuple[str, ...]:
     from effnet.deploy.inference import ENGINES
 
     out = tuple(e.strip() for e in text.split(",") if e.strip())
-    bad = [e for e in out if e not in ENGINES[1:]]
+    bad = [e for e in out if e not in ENGINES]
     if bad or not out:
-        raise EffnetError(f"--engine {text!r}: use a comma list of {', '.join(ENGINES[1:])}")
+        raise EffnetError(f"--engine {text!r}: use a comma list of {', '.join(ENGINES)}")
     return out
 
 
@@ -70,6 +70,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from effnet.deploy.bench import bench_family, bench_model, peak_rss_mb, plot_family
+    from effnet.deploy.machine import busy_warning, cpu_features, describe, load_average
 
     _threads(args.threads)
     if args.train:
@@ -87,8 +88,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     engines = _engines(args.engine)
     if args.dtype == "int8":
         engines = ("onnxruntime",)
-    rows = bench_model(model, args.model, batches=_batches(args.batch), dtype=args.dtype, engines=engines,
+    batches = _batches(args.batch)
+    print(describe(), file=sys.stderr, flush=True)  # before timing starts, in case it is the load that hangs
+    rows = bench_model(model, args.model, batches=batches, dtype=args.dtype, engines=engines,
                        peers=args.peers, rounds=args.rounds, calibration=calibration)
+    busy = busy_warning(max(r.extra["spread"] for r in rows))
     family = None
     if args.plot:
         phis = parse_phi_range(args.family)
@@ -96,14 +100,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         plot_family(family, args.plot, title=f"{args.model}: latency vs MACs ({engines[-1]}, batch 1, "
                                              f"{torch.get_num_threads()} threads)")
     if args.json:
-        print(json.dumps({"rows": [r.to_dict() for r in rows], "family": family,
-                          "threads": torch.get_num_threads(), "peak_rss_mb": peak_rss_mb()}, indent=2))
+        print(json.dumps({"rows": [r.to_dict() for r in rows], "family": family, "threads": torch.get_num_threads(),
+                          "peak_rss_mb": peak_rss_mb(), "cpu_features": list(cpu_features()),
+                          "load_average": list(load_average()), "busy": busy}, indent=2))
     else:
         print(f"{args.model}{'' if args.phi is None else f' phi={args.phi:g}'}: {torch.get_num_threads()} threads, "
               f"fp32 matmul peak {rows[0].extra['matmul_peak_gflops']:.0f} GFLOP/s, medians of {args.rounds} "
               "interleaved rounds")
+        print(describe())
         _print_rows(rows, rows[0].label)
         print(f"peak RSS {peak_rss_mb():.0f} MB; max |Δ|: against effnet eager fp32 on the check input")
+        if args.verbose:
+            for r in rows:
+                if "choice" in r.extra:
+                    print(r.extra["choice"])
+        if busy:
+            print(busy)
         if family:
             print(table(["phi", "res", "MACs", "ms (b1)", "GFLOP/s"],
                         [[f"{p['phi']:g}", p["resolution"], human(p["macs"]), f"{p['ms']:.1f}",
@@ -225,9 +237,12 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--batch", default="1,16", help="comma list of batch sizes (1,16)")
     b.add_argument("--threads", type=int, default=argparse.SUPPRESS,
                    help="torch/ORT intra-op threads; the same as `effnet --threads N bench` (default: one per core)")
-    b.add_argument("--engine", default="eager,onnxruntime", help="comma list: eager, compile, onnxruntime")
+    b.add_argument("--engine", default="auto", help="comma list: auto (optimize_for_inference's choice at each "
+                   "batch size), eager, compile, onnxruntime, openvino (auto)")
     b.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "int8"])
-    b.add_argument("--peers", action="store_true", help="timm, torchvision and ORT on timm's export, same run")
+    b.add_argument("--peers", action="store_true",
+                   help="timm, torchvision, ONNX Runtime and OpenVINO on timm's export, same run")
+    b.add_argument("--verbose", action="store_true", help="print what auto measured for each batch size")
     b.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
     b.add_argument("--plot", metavar="FILE.png", help="latency vs MACs across the family (--family)")
     b.add_argument("--family", default="0:3", help="phi range for --plot (0:3)")

@@ -1,5 +1,5 @@
-"""Inference benchmarks: effnet's paths and the peers (timm, torchvision, ONNX Runtime on timm's
-export) timed side by side in one process.
+"""Inference benchmarks: effnet's paths and the peers (timm, torchvision, ONNX Runtime and OpenVINO on
+timm's export) timed side by side in one process.
 
 Why side by side: these 2-core machines drift by up to 1.5× between processes but stay within
 5–10 % inside one (reference/performance.md). So every contender runs in the same process, in
@@ -113,23 +113,38 @@ def effnet_contenders(model: nn.Module, example: torch.Tensor, *, dtype: str = "
     return out
 
 
-def _timm_onnx(model: nn.Module, example: torch.Tensor, workdir: Path) -> Runner:
-    """timm's model exported as is (dynamo exporter, dynamic batch), run with the same ORT settings."""
-    from effnet.deploy.export import OrtModel
-
+def _timm_onnx(model: nn.Module, example: torch.Tensor, workdir: Path) -> Path:
+    """timm's model exported as is (dynamo exporter, dynamic batch): what the ONNX peers run."""
     path = workdir / "timm.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model.eval(), (example,), str(path), dynamo=True, optimize=True, verbose=False,
                           dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
-    return OrtModel(path, plans=False)  # plain ORT: the peer, not effnet's plans
+    return path
+
+
+def onnx_peers(path: Path, *, threads: int | None = None) -> dict[str, Runner]:
+    """The runtimes' own best plain settings on a peer's ONNX file: ONNX Runtime (all graph
+    optimisations, ``threads`` intra-op threads, no spinning) and, when installed, OpenVINO with its
+    LATENCY hint (one stream over ``threads`` threads, fp32 precision stated: its default on an AMX CPU is
+    bf16) for every batch size, as a user who sets one hint gets."""
+    import importlib.util
+
+    from effnet.deploy.export import OrtModel
+
+    out: dict[str, Runner] = {"ORT on timm export fp32": OrtModel(path, plans=False, threads=threads)}
+    if importlib.util.find_spec("openvino") is not None:
+        from effnet.deploy.ov_engine import OvModel
+
+        out["OpenVINO on timm export fp32"] = OvModel(path, threads=threads, split=False)
+    return out
 
 
 def peer_contenders(name: str, example: torch.Tensor, *, dtype: str = "fp32", onnx: bool = True,
                     workdir: str | Path | None = None) -> dict[str, Runner]:
     """The installed peers of the published model ``name``: timm eager (default layout and
-    channels_last), ONNX Runtime on timm's export, torchvision eager; for bf16 the torch bf16 paths
-    (autocast and bf16 weights, channels_last)."""
+    channels_last), ONNX Runtime and OpenVINO on timm's export (:func:`onnx_peers`), torchvision eager;
+    for bf16 the torch bf16 paths (autocast and bf16 weights, channels_last)."""
     timm_name, tv_name = PEERS.get(name, (None, None))
     out: dict[str, Runner] = {}
     try:
@@ -144,7 +159,7 @@ def peer_contenders(name: str, example: torch.Tensor, *, dtype: str = "fp32", on
             out["timm channels_last fp32"] = _torch_runner(make(), channels_last=True)
             if onnx:
                 work = Path(workdir or tempfile.mkdtemp(prefix="effnet-bench-"))
-                out["ORT on timm export fp32"] = _timm_onnx(make(), example, work)
+                out |= onnx_peers(_timm_onnx(make(), example, work))
         elif dtype == "bf16":
             out["timm autocast bf16 CL"] = _torch_runner(make(), channels_last=True, autocast=True)
             out["timm bf16 weights CL"] = _torch_runner(make(), channels_last=True, dtype=torch.bfloat16)
@@ -186,10 +201,29 @@ def peak_rss_mb() -> float:
     return peak_rss_bytes() / 2**20
 
 
+def _auto_contender(model: nn.Module, x: torch.Tensor, dtype: str, workdir: str,
+                    calibration: torch.Tensor | None) -> tuple[str, Any]:
+    """effnet's automatic choice for the input ``x`` (its batch size): label and the chosen engine."""
+    from effnet.deploy.inference import optimize_for_inference
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = optimize_for_inference(model, example=x, dtype=dtype, workdir=workdir, calibration=calibration,
+                                      bf16_guard=0.0)
+    return f"effnet auto={fast.engine} {fast.dtype}", fast
+
+
+def _spread(ts: list[float]) -> float:
+    return (max(ts) - min(ts)) / statistics.median(ts)
+
+
 def bench_model(model: nn.Module, name: str | None, *, batches: tuple[int, ...] = (1, 16), dtype: str = "fp32",
-                engines: tuple[str, ...] = ("eager", "onnxruntime"), peers: bool = False, rounds: int = 5,
+                engines: tuple[str, ...] = ("auto",), peers: bool = False, rounds: int = 5,
                 calibration: torch.Tensor | None = None) -> list[BenchRow]:
-    """effnet's paths (and with ``peers`` the peers of ``name``) at each batch size, side by side."""
+    """effnet's paths (and with ``peers`` the peers of ``name``) at each batch size, side by side.
+    ``auto`` in ``engines`` is ``optimize_for_inference``'s choice for each batch size; its row carries
+    the choice's report in ``extra["choice"]``. Every row carries the load average and CPU features."""
+    from effnet.deploy.machine import cpu_features, load_average
     from effnet.macs import estimate_cost
 
     spec = getattr(model, "spec", None)
@@ -201,22 +235,30 @@ def bench_model(model: nn.Module, name: str | None, *, batches: tuple[int, ...] 
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory(prefix="effnet-bench-") as tmp:
         example = torch.randn(max(2, max(batches)), in_chans, res, res)
-        ours = effnet_contenders(model, example[:2], dtype=dtype, engines=engines, workdir=tmp,
-                                 calibration=calibration)
+        fixed = tuple(e for e in engines if e != "auto")
+        ours = effnet_contenders(model, example[:2], dtype=dtype, engines=fixed, workdir=tmp,
+                                 calibration=calibration) if fixed else {}
         errors: dict[str, float | None] = {k: v.max_error for k, v in ours.items()}
         theirs: dict[str, Runner] = {}
         if peers and name is not None and name in PEERS:
             theirs = peer_contenders(name, example[:2], dtype=dtype, workdir=tmp)
             errors |= dict.fromkeys(theirs)
-        contenders = {**theirs, **ours}
-        baseline = next(iter(theirs), next(iter(ours)))
         for b in batches:
             x = torch.randn(b, in_chans, res, res)
+            auto: dict[str, Any] = {}
+            if "auto" in engines:
+                auto = dict([_auto_contender(model, x, dtype, tmp, calibration)])
+            errors |= {k: v.max_error for k, v in auto.items()}
+            contenders = {**theirs, **ours, **auto}
             times = run_side_by_side(contenders, x, rounds=rounds, inner=max(1, 8 // b))
-            rows += rows_from_times(times, b, macs=macs, peak=peak, errors=errors, baseline=baseline)
+            new = rows_from_times(times, b, macs=macs, peak=peak, errors=errors, baseline=next(iter(contenders)))
+            for r in new:
+                r.extra |= {"load_average": load_average(), "spread": _spread(times[r.label])}
+                if r.label in auto:
+                    r.extra["choice"] = auto[r.label].report()
+            rows += new
     for r in rows:
-        r.extra["matmul_peak_gflops"] = peak
-        r.extra["peak_rss_mb"] = peak_rss_mb()
+        r.extra |= {"matmul_peak_gflops": peak, "peak_rss_mb": peak_rss_mb(), "cpu_features": cpu_features()}
     return rows
 
 

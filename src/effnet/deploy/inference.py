@@ -7,18 +7,23 @@ Engines (reference/performance.md §2 measured them on these 2-core machines, B0
   compile takes 30–50 s, so ``auto`` never picks it;
 * ``onnxruntime``: effnet's own ONNX export (BN folded, SE pools kept in ORT's blocked layout);
   the fp32 leader (≈ 4× timm eager);
+* ``openvino``: the same export compiled by OpenVINO's CPU plugin (:mod:`effnet.deploy.ov_engine`):
+  fp32, or bf16 through its inference-precision hint where the CPU has native bf16;
 * ``bf16``: ``dtype="bf16"`` runs the folded channels_last model in bfloat16 weights and
   activations (avx512_bf16 doubles the FMA peak); checked by top-1 agreement, not by 1e-4. Rows
   whose top-2 logits nearly tie are re-run in fp32 (``bf16_guard``): plain bf16 flips 3 of the 100
   imagenet-sample-100 predictions of Lite0, all near-ties, and the guard re-runs ~6 % of rows.
 
 Every candidate is compared with the eager fp32 model on ``example`` before it is returned; one
-that does not match is never handed out.
+that does not match is never handed out. ``engine="auto"`` times the verified candidates on
+``example`` and keeps the fastest (:mod:`effnet.deploy.choice`: robust to a busy machine, reported by
+``.report()``, cached per model, input shape, dtype, CPU and threads).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -27,13 +32,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from effnet.deploy.choice import Choice
 from effnet.deploy.fold import check_parity, fold_bn
-from effnet.deploy.timing import interleaved_times, medians
 from effnet.errors import EffnetError
 
 __all__ = ["ENGINES", "OptimizedModel", "build_engine", "optimize_for_inference"]
 
-ENGINES = ("auto", "eager", "compile", "onnxruntime")
+ENGINES = ("auto", "eager", "compile", "onnxruntime", "openvino")
 DTYPES = ("fp32", "bf16", "int8")
 # bf16 rows whose top-2 margin is under this fraction of their largest |logit| are re-run in fp32.
 BF16_GUARD = 0.02
@@ -56,6 +61,13 @@ class OptimizedModel:
         self._recheck: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.recheck_margin = 0.0
         self.rechecked = 0  # rows re-run in fp32 so far
+        self.choice: Choice | None = None  # what engine="auto" measured (None: the engine was given)
+
+    def report(self) -> str:
+        """What was measured and chosen (every candidate, its figure, the load), or why nothing was."""
+        if self.choice is None:
+            return f"engine {self.engine} {self.dtype}: given, not chosen (nothing timed)"
+        return self.choice.report()
 
     def guard(self, fp32: Callable[[torch.Tensor], torch.Tensor], margin: float) -> OptimizedModel:
         """Re-run in ``fp32`` the rows whose top-2 logit margin is below ``margin`` × their largest
@@ -94,14 +106,43 @@ def _torch_path(model: nn.Module, dtype: str, compile_: bool, bf16_guard: float 
     return out
 
 
+def _onnx_file(model: nn.Module, example: torch.Tensor | None, workdir: str | Path | None) -> Path:
+    """effnet's export of ``model`` (BN folded, SE squeeze as GlobalAveragePool) in ``workdir``.
+
+    The export is traced with at least two images: ``torch.export`` turns a batch dimension of size 1
+    into a constant, so a batch-1 example cannot give a dynamic-batch file (and ``auto`` used to fall
+    back to eager at batch 1 for that reason alone)."""
+    from effnet.deploy.export import export_onnx
+
+    if example is not None and example.shape[0] == 1:
+        example = example.expand(2, *example.shape[1:]).contiguous()
+    out = Path(workdir or tempfile.mkdtemp(prefix="effnet-onnx-")) / "model.onnx"
+    return export_onnx(model, out, example=example, check=False)
+
+
+def _openvino(model: nn.Module, dtype: str, onnx: Path, bf16_guard: float) -> OptimizedModel:
+    from effnet.deploy.ov_engine import OvModel
+
+    if dtype not in ("fp32", "bf16"):
+        raise EffnetError(f"the openvino engine runs fp32 or bf16, not {dtype}; for int8 use 'onnxruntime'")
+    out = OptimizedModel(OvModel(onnx, dtype=dtype), engine="openvino", dtype=dtype)
+    if dtype == "bf16" and bf16_guard > 0:
+        folded = fold_bn(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        out.guard(lambda x: folded(x.contiguous(memory_format=torch.channels_last)), bf16_guard)
+    return out
+
+
 def build_engine(model: nn.Module, engine: str, *, dtype: str = "fp32", example: torch.Tensor | None = None,
                  workdir: str | Path | None = None, calibration: torch.Tensor | None = None,
-                 bf16_guard: float = BF16_GUARD) -> OptimizedModel:
-    """One engine, unverified (``optimize_for_inference`` verifies). ONNX files go to ``workdir``."""
+                 bf16_guard: float = BF16_GUARD, onnx_path: Path | None = None) -> OptimizedModel:
+    """One engine, unverified (``optimize_for_inference`` verifies). ONNX files go to ``workdir``;
+    ``onnx_path``: effnet's export already written (one file serves both ONNX engines)."""
     if engine not in ENGINES[1:]:
         raise EffnetError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     if dtype not in DTYPES:
         raise EffnetError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if engine == "openvino":
+        return _openvino(model, dtype, onnx_path or _onnx_file(model, example, workdir), bf16_guard)
     if dtype == "int8":
         if engine != "onnxruntime":
             raise EffnetError("int8 runs in ONNX Runtime: use engine='onnxruntime' (or 'auto')")
@@ -113,12 +154,10 @@ def build_engine(model: nn.Module, engine: str, *, dtype: str = "fp32", example:
         return OptimizedModel(quantize_model(model, out, calibration), engine=engine, dtype="int8")
     if engine == "onnxruntime":
         if dtype != "fp32":
-            raise EffnetError("the onnxruntime engine runs fp32 or int8 on CPU; for bf16 use 'eager' or 'compile'")
-        from effnet.deploy.export import OrtModel, export_onnx
+            raise EffnetError("the onnxruntime engine runs fp32 or int8 on CPU; for bf16 use 'openvino' or 'eager'")
+        from effnet.deploy.export import OrtModel
 
-        out = Path(workdir or tempfile.mkdtemp(prefix="effnet-onnx-")) / "model.onnx"
-        return OptimizedModel(OrtModel(export_onnx(model, out, example=example, check=False)),
-                              engine=engine, dtype=dtype)
+        return OptimizedModel(OrtModel(onnx_path or _onnx_file(model, example, workdir)), engine=engine, dtype=dtype)
     return _torch_path(model, dtype, compile_=engine == "compile", bf16_guard=bf16_guard)
 
 
@@ -142,18 +181,123 @@ def _verify(model: nn.Module, cand: OptimizedModel, x: torch.Tensor) -> Optimize
     return cand
 
 
+def _installed(*modules: str) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
 def _auto_candidates(dtype: str) -> list[str]:
-    if dtype == "bf16":
-        return ["eager"]
+    """The engines ``auto`` races for ``dtype``, those whose libraries are installed."""
+    from effnet.deploy.machine import has_bf16
+
+    onnx = _installed("onnx", "onnxscript")
     if dtype == "int8":
         return ["onnxruntime"]
+    if dtype == "bf16":
+        return ["eager"] + (["openvino"] if onnx and has_bf16() and _installed("openvino") else [])
+    names = [e for e, lib in (("onnxruntime", "onnxruntime"), ("openvino", "openvino")) if onnx and _installed(lib)]
+    # eager fp32 runs at 0.4-0.6x ONNX Runtime on every machine measured (docs/engines.md) and is the
+    # contender a busy machine slows most: it races only where no ONNX engine is installed (and is
+    # the fallback when they fail verification).
+    return names or ["eager"]
+
+
+def _hardware_dtype(dtype: str, engine: str) -> tuple[str, tuple[str, ...]]:
+    """``dtype`` as this CPU can run it fast, and what was changed and why: without native bf16,
+    ``auto`` runs fp32 instead (emulated bf16 is slower than fp32 and less exact); without VNNI int8
+    still runs, on ORT's AVX2 integer kernels, with a warning that the gain over fp32 is small."""
+    from effnet.deploy.machine import cpu_features, has_bf16, has_vnni
+
+    cpu = " ".join(cpu_features()) or "no AVX2"
+    if dtype == "bf16" and not has_bf16():
+        if engine == "auto":
+            note = f"this CPU ({cpu}) has no native bf16 (AVX512-bf16 or AMX): running fp32 instead"
+            warnings.warn(f"effnet: {note}", stacklevel=3)
+            return "fp32", (note,)
+        note = f"this CPU ({cpu}) has no native bf16: {engine} emulates it, slower than fp32"
+        warnings.warn(f"effnet: {note}", stacklevel=3)
+        return dtype, (note,)
+    if dtype == "int8" and not has_vnni():
+        note = f"this CPU ({cpu}) has no VNNI: int8 runs on AVX2 integer kernels and gains little over fp32"
+        warnings.warn(f"effnet: {note}", stacklevel=3)
+        return dtype, (note,)
+    return dtype, ()
+
+
+def _model_id(model: nn.Module) -> dict[str, object]:
+    """What identifies the network for the choice cache: its spec, else its class and parameter shapes."""
+    spec = getattr(model, "spec", None)
+    if spec is not None and hasattr(spec, "to_dict"):
+        return {"spec": spec.to_dict(), "classes": getattr(model, "num_classes", None)}
+    return {"class": type(model).__qualname__, "params": [list(p.shape) for p in model.parameters()]}
+
+
+def _build_verified(model: nn.Module, names: list[str], x: torch.Tensor, strict: bool,
+                    **kwargs: object) -> tuple[dict[str, OptimizedModel], list[str]]:
+    built: dict[str, OptimizedModel] = {}
+    errors: list[str] = []
+    if kwargs.get("dtype") != "int8" and {"onnxruntime", "openvino"} & set(names):
+        try:  # one export serves both ONNX engines
+            kwargs["onnx_path"] = _onnx_file(model, x, kwargs.get("workdir"))  # type: ignore[arg-type]
+        except EffnetError as e:
+            if strict:
+                raise
+            errors.append(f"ONNX export: {e}")
+            names = [n for n in names if n not in ("onnxruntime", "openvino")]
+    for name in names:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                built[name] = _verify(model, build_engine(model, name, example=x, **kwargs), x)  # type: ignore[arg-type]
+        except EffnetError as e:
+            if strict:
+                raise
+            errors.append(f"{name}: {e}")
+    if not built:
+        raise EffnetError("no inference path passed verification: " + "; ".join(errors))
+    return built, errors
+
+
+def _auto(model: nn.Module, x: torch.Tensor, dtype: str, notes: tuple[str, ...], **kwargs: object) -> OptimizedModel:
+    """Race the verified candidates (or take the cached or forced choice) and keep the winner."""
+    from effnet.deploy.choice import cache_key, choose, load_choice, now_choice, save_choice
+
+    names = _auto_candidates(dtype)
+    threads = torch.get_num_threads()
+    shape = tuple(x.shape)
+    forced = os.environ.get("EFFNET_ENGINE", "").strip()
+    if forced:
+        if forced not in ENGINES[1:]:
+            raise EffnetError(f"EFFNET_ENGINE={forced!r}: use one of {', '.join(ENGINES[1:])}")
+        fast = _build_verified(model, [forced], x, True, dtype=dtype, **kwargs)[0][forced]
+        fast.choice = now_choice(forced, "EFFNET_ENGINE", (), shape=shape, dtype=dtype, threads=threads, notes=notes)
+        return fast
+    key = cache_key(_model_id(model), shape, dtype, threads, tuple(names))
+    cached = load_choice(key)
+    if cached is not None and cached.engine in names:
+        try:
+            fast = _build_verified(model, [cached.engine], x, True, dtype=dtype, **kwargs)[0][cached.engine]
+        except EffnetError:
+            pass  # it no longer verifies: race again
+        else:
+            fast.choice = Choice(**{**cached.__dict__, "cached": True, "notes": notes})
+            return fast
     try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        return ["eager"]
-    return ["onnxruntime", "eager"]
+        built, errors = _build_verified(model, names, x, False, dtype=dtype, **kwargs)
+    except EffnetError as e:
+        if "eager" in names:
+            raise
+        built, errors = _build_verified(model, ["eager"], x, False, dtype=dtype, **kwargs)
+        errors.append(str(e))
+    engine, why, timed = choose({k: (lambda c=c: c(x)) for k, c in built.items()})
+    choice = now_choice(engine, why, timed, shape=shape, dtype=dtype, threads=threads,
+                        notes=notes + tuple(f"not a candidate: {e}" for e in errors))
+    if len(built) > 1:
+        save_choice(key, choice)
+    fast = built[engine]
+    fast.choice = choice
+    return fast
 
 
 def optimize_for_inference(model: nn.Module, *, example: torch.Tensor | None = None, dtype: str = "fp32",
@@ -164,18 +308,20 @@ def optimize_for_inference(model: nn.Module, *, example: torch.Tensor | None = N
     Args:
         model: an effnet model (or any module taking one NCHW image tensor); not modified.
         example: input used to verify and, with ``engine="auto"``, to time candidates (default: 2
-            random images at the model's resolution). Time with the batch size you will run.
-        dtype: ``fp32`` (logits within 1e-4 of eager), ``bf16`` (top-1 agreement) or ``int8``
-            (ONNX Runtime static quantisation; needs ``calibration``).
-        engine: ``auto`` (time the verified candidates, keep the fastest), ``eager``, ``compile``
-            or ``onnxruntime``.
+            random images at the model's resolution). Time with the batch size you will run: the
+            choice is made, and cached, for this input shape.
+        dtype: ``fp32`` (logits within 1e-4 of eager), ``bf16`` (top-1 agreement; ``auto`` runs fp32
+            instead, and says so, on a CPU without native bf16) or ``int8`` (ONNX Runtime static
+            quantisation; needs ``calibration``; warns on a CPU without VNNI).
+        engine: ``auto`` (race the verified candidates, keep the fastest; see
+            :mod:`effnet.deploy.choice`), ``eager``, ``compile``, ``onnxruntime`` or ``openvino``.
         calibration: preprocessed real images for int8 (100 is enough; random noise is not).
         workdir: where ONNX files are kept (default: a temporary directory).
         bf16_guard: bf16 only: re-run in fp32 the rows whose top-2 logit margin is below this fraction
             of their largest |logit| (near-ties, where bf16 flips predictions); 0 turns it off.
 
     Returns:
-        An :class:`OptimizedModel`: call it like the model.
+        An :class:`OptimizedModel`: call it like the model; ``.report()`` says what was measured.
     """
     if engine not in ENGINES:
         raise EffnetError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
@@ -185,24 +331,9 @@ def optimize_for_inference(model: nn.Module, *, example: torch.Tensor | None = N
 
     model = model.eval()
     x = _example(model, example)
-    names = _auto_candidates(dtype) if engine == "auto" else [engine]
-    built: dict[str, OptimizedModel] = {}
-    errors: list[str] = []
-    for name in names:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                built[name] = _verify(model, build_engine(model, name, dtype=dtype, example=x, workdir=workdir,
-                                                          calibration=calibration, bf16_guard=bf16_guard), x)
-        except EffnetError as e:
-            if engine != "auto":
-                raise
-            errors.append(f"{name}: {e}")
-    if not built:
-        raise EffnetError("no inference path passed verification: " + "; ".join(errors))
-    if len(built) == 1:
-        return next(iter(built.values()))
-    # Interleaved rounds, medians: one burst of load must not decide the choice.
-    times = medians(interleaved_times({k: (lambda c=c: c(x)) for k, c in built.items()}, rounds=5, warmup=1))
-    best = built[min(times, key=times.__getitem__)]
-    return best
+    dtype, notes = _hardware_dtype(dtype, engine)
+    workdir = workdir or tempfile.mkdtemp(prefix="effnet-onnx-")
+    kwargs: dict[str, object] = {"workdir": workdir, "calibration": calibration, "bf16_guard": bf16_guard}
+    if engine == "auto":
+        return _auto(model, x, dtype, notes, **kwargs)
+    return _build_verified(model, [engine], x, True, dtype=dtype, **kwargs)[0][engine]

@@ -18,15 +18,16 @@ from collections.abc import Callable, Mapping
 __all__ = ["interleaved_times", "medians", "peak_rss_bytes", "rss_bytes"]
 
 
-def interleaved_times(calls: Mapping[str, Callable[[], object]], *, rounds: int = 5, inner: int = 1,
-                      warmup: int = 2, seed: int = 0) -> dict[str, list[float]]:
+def interleaved_times(calls: Mapping[str, Callable[[], object]], *, rounds: int = 5,
+                      inner: int | Mapping[str, int] = 1, warmup: int = 2, seed: int = 0) -> dict[str, list[float]]:
     """Seconds per call of each contender, one entry per round.
 
     Args:
         calls: label → a zero-argument callable (bind the input with a lambda).
         rounds: interleaved rounds; each times ``inner`` back-to-back calls of every contender.
         inner: calls per contender per round (the mean of those is the round's figure), so that a
-            round of a fast contender lasts long enough for the clock.
+            round of a fast contender lasts long enough for the clock; a mapping gives each
+            contender its own count.
         warmup: untimed calls of each contender first (caches, lazy plans, allocator).
         seed: the shuffle's seed, so that two runs time in the same orders.
     """
@@ -36,14 +37,15 @@ def interleaved_times(calls: Mapping[str, Callable[[], object]], *, rounds: int 
             fn()
     order = list(calls)
     rng = random.Random(seed)
+    counts = {k: inner if isinstance(inner, int) else inner.get(k, 1) for k in calls}
     for _ in range(rounds):
         rng.shuffle(order)
         for k in order:
-            fn = calls[k]
+            fn, n = calls[k], counts[k]
             t = time.perf_counter()
-            for _ in range(inner):
+            for _ in range(n):
                 fn()
-            times[k].append((time.perf_counter() - t) / inner)
+            times[k].append((time.perf_counter() - t) / n)
     return times
 
 
