@@ -29,14 +29,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from effnet.errors import CheckpointError, EffnetError
+from effnet.errors import CheckpointError, EffnetError, SpecError
+from effnet.limits import check_network, check_spec_types
 from effnet.model import ConvNet
 from effnet.preprocessing import Preprocessing
 from effnet.spec import NetworkSpec
 
 __all__ = [
-    "FORMAT_VERSION", "check_state_dict", "load_model", "load_torch_file", "load_weights", "read_checkpoint",
-    "read_metadata", "save_checkpoint",
+    "FORMAT_VERSION", "check_state_dict", "header_spec", "load_model", "load_torch_file", "load_weights",
+    "read_checkpoint", "read_metadata", "save_checkpoint",
 ]
 
 FORMAT_VERSION = 1
@@ -150,7 +151,32 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(meta["format_version"], int) or meta["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {meta['format_version']!r} is newer than this effnet's "
                               f"({FORMAT_VERSION}); upgrade effnet")
+    header_spec(path, meta)
     return meta
+
+
+def header_spec(path: str | os.PathLike[str], meta: Mapping[str, Any]) -> NetworkSpec:
+    """The header's spec, type-checked and held to :data:`effnet.limits.LIMITS` before anything is built.
+
+    A header is outside data: a hand-edited one can ask for 10^10 classes or 10^7 channels, which
+    would allocate until the machine runs out of memory. This refuses it from the JSON alone.
+
+    Raises:
+        CheckpointError: naming the file, the offending key and the fix.
+    """
+    try:
+        for key in ("num_classes", "in_chans"):
+            value = meta[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SpecError(f"{key} must be a positive integer, got {str(value)[:40]!r}")
+        if meta["preprocessing"] is not None and not isinstance(meta["preprocessing"], dict):
+            raise SpecError("preprocessing must be a mapping or null")
+        check_spec_types(meta["spec"])
+        spec = NetworkSpec.from_dict(meta["spec"])
+        check_network(spec, num_classes=meta["num_classes"], in_chans=meta["in_chans"])
+    except EffnetError as err:
+        raise CheckpointError(f"{path}: header refused: {err}") from None
+    return spec
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -194,18 +220,39 @@ def load_model(path: str | os.PathLike[str], *, map_location: str | torch.device
     Raises:
         CheckpointError: see :func:`read_checkpoint`, or weights that do not fit the embedded spec.
     """
-    state_dict, meta = read_checkpoint(path)
+    meta = read_metadata(path)
+    spec = header_spec(path, meta)
     try:
-        spec = NetworkSpec.from_dict(meta["spec"])
-        model = ConvNet(spec, num_classes=int(meta["num_classes"]), in_chans=int(meta["in_chans"]))
         pre = None if meta["preprocessing"] is None else Preprocessing.from_dict(meta["preprocessing"])
+        with torch.device("meta"):  # shapes only: no memory until the file's tensors are known to fit
+            skeleton = ConvNet(spec, num_classes=meta["num_classes"], in_chans=meta["in_chans"])
     except (EffnetError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: the embedded spec cannot be built ({err})") from None
+    check_state_dict(skeleton, _declared_shapes(path), what=str(path))
+    state_dict, _ = read_checkpoint(path)
+    model = ConvNet(spec, num_classes=meta["num_classes"], in_chans=meta["in_chans"])
     check_state_dict(model, state_dict, what=str(path))
     model.load_state_dict(state_dict, strict=True)
     model.preprocessing = pre
     model.checkpoint_metadata = meta
     return model.to(map_location)
+
+
+class _Shape:
+    """A tensor's declared shape, as :func:`check_state_dict` reads it (``.shape``)."""
+
+    def __init__(self, shape: list[int]) -> None:
+        self.shape = tuple(shape)
+
+
+def _declared_shapes(path: str | os.PathLike[str]) -> dict[str, _Shape]:
+    """Each tensor's shape as the safetensors header declares it, without reading the tensor bytes."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: _Shape(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err}); copy it again or "
+                              "re-save it") from None
 
 
 def load_weights(model: ConvNet, path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import EffnetError
+from effnet.paths import output_file
 from effnet.textfmt import human, parse_phi_range, table
 
 __all__ = ["add_commands"]
@@ -71,6 +72,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from effnet.deploy.bench import bench_family, bench_model, peak_rss_mb, plot_family
 
     _threads(args.threads)
+    if args.plot:
+        output_file(args.plot, "--plot")
     if args.train:
         from effnet.deploy.trainbench import run_train_bench
 
@@ -117,10 +120,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from effnet.deploy.export import export_onnx, export_pt2
 
+    out = Path(args.out)
+    output_file(out.with_suffix(".onnx"), "--out")  # before the model is built or anything exported
     model = _model(args).eval()
     spec = model.spec
     x = torch.randn(2, model.stem.conv.in_channels, spec.resolution, spec.resolution)
-    out = Path(args.out)
     written = []
     for fmt in args.format.split(","):
         if fmt == "onnx":

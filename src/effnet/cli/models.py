@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effnet.errors import EffnetError
+from effnet.paths import output_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -85,6 +86,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if (args.batch_size is not None and args.batch_size < 1) or args.workers < 0:
         raise EffnetError(f"--batch-size {args.batch_size} must be >= 1 and --workers {args.workers} >= 0")
+    if args.confusion:
+        output_file(args.confusion, "--confusion")
     model = _load_model(args)
     if args.data.strip().lower() in BUILTIN_DATASETS:
         return _eval_builtin(args, model)
@@ -194,6 +197,8 @@ def cmd_cam(args: argparse.Namespace) -> int:
     from effnet.evaluate import class_names
     from effnet.weights import default_preprocessing
 
+    prefix = args.out or str(Path(args.image).with_suffix("")) + f".{args.method}"
+    output_file(f"{prefix}.png", "--out")
     model = _load_model(args)
     with _notes():
         image, report = load_image_with_report(args.image)
@@ -204,7 +209,6 @@ def cmd_cam(args: argparse.Namespace) -> int:
     # Overlay on what the model saw (the resized, center-cropped input), where the map is defined.
     mean, std = torch.tensor(pre.mean)[:, None, None], torch.tensor(pre.std)[:, None, None]
     seen = ((x * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    prefix = args.out or str(Path(args.image).with_suffix("")) + f".{args.method}"
     overlay(Image.fromarray(seen), result.heatmap).save(f"{prefix}.png")
     np.save(f"{prefix}.npy", result.raw.numpy())
     name = class_names(model)[result.class_idx]

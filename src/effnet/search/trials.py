@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from effnet.catalog import MODELS, get_spec
 from effnet.errors import EffnetError, SpecError
+from effnet.limits import check_network, check_spec_types
 from effnet.scaling import Multipliers, limit_stride, scale_spec
 from effnet.search.grid import Candidate
 from effnet.spec import NetworkSpec
@@ -105,7 +106,10 @@ def resolve_baseline(name: str, *, depth: float = 1.0, width: float = 1.0, total
         except ValueError as e:
             raise SpecError(f"baseline file {name!r} is not JSON ({e}); write one with `effnet describe --json`"
                             ) from None
-        spec = NetworkSpec.from_dict(d.get("spec", d) if isinstance(d, dict) else d)
+        raw = d.get("spec", d) if isinstance(d, dict) else d
+        check_spec_types(raw, f"baseline file {name}")
+        spec = NetworkSpec.from_dict(raw)
+        check_network(spec, num_classes=1000, in_chans=1, where=f"baseline file {name}")
         if (depth, width) != (1, 1):
             spec = scale_spec(spec, Multipliers(depth, width))
     if total_stride:
