@@ -19,6 +19,10 @@ SLOW = {
     "test_fit_max_train_memory", "test_int8_needs_calibration_and_runs", "test_lite1_lite2_reach_the_reference",
     "test_two_workers_share_a_study_on_a_real_postgresql_server",
     "test_killed_worker_resumes_without_rerunning_finished_trials",
+    "test_absurd_learning_rate_stops_with_step_and_cause_and_keeps_the_last_good_checkpoint",
+    "test_budget_trainer_stops_a_diverging_trial",
+    "test_folder_without_train_subfolder_trains_on_a_seeded_held_out_split",
+    "test_every_mutated_input_is_accepted_or_refused_by_name", "test_hostile_header_refused_fast_and_small",
 }
 SLOW_MODELS = ("efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_b8",
                "efficientnet_l2")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import typing
 import warnings
 from dataclasses import dataclass, fields
@@ -153,6 +154,7 @@ def fit_warmup(warmup_epochs: float | None, epochs: float) -> float:
 _NUMBER = (int, float)
 
 
+@functools.cache
 def _allowed(name: str) -> tuple[tuple[type, ...], bool]:
     """The Python types a field accepts (an int where a float belongs is fine) and whether None is."""
     hint = typing.get_type_hints(TrainConfig)[name]

@@ -49,7 +49,7 @@ class LossGuard:
         if not self.enabled:
             return
         hint = (f"lower the learning rate (it was {lr:.3g}; --lr) or lengthen the warmup (--warmup-epochs); "
-                "the last good checkpoint and state are kept, --loss-guard off disables this check")
+                "--no-loss-guard turns this check off")
         if not math.isfinite(loss):
             raise TrainingDiverged(f"{where} diverged at step {step}: the loss became {loss}; {hint}")
         if self.mean is not None and self.seen >= self.settle and loss > self.factor * self.mean:
