@@ -9,6 +9,7 @@ optimizer, EMA, RNG, epoch and step; written atomically every epoch and every
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import io
@@ -252,7 +253,8 @@ def end_epoch(run: Run, out: Path, train_loss: float, seconds: float) -> EvalMet
     metrics = None
     if run.info.main:
         evaluated = run.ema.module if run.ema is not None else run.model
-        if run.cfg.precise_bn_batches:
+        if run.cfg.precise_bn_batches:  # on a copy: the trained model (and every DDP rank's) stays as it is
+            evaluated = copy.deepcopy(evaluated)
             recalibrate_bn(evaluated, _calibration_batches(run), channels_last=bool(run.cfg.channels_last))
         metrics = evaluate(evaluated, run.val_loader, len(run.classes), channels_last=run.cfg.channels_last)
         if run.cfg.loss_guard and (text := check_val_loss(metrics.loss, train_loss, run.epoch + 1, run.step)):
