@@ -34,6 +34,10 @@ SLOW = {
     "test_openvino_fp32_matches_eager", "test_openvino_bf16_keeps_top1_where_the_cpu_has_bf16",
     "test_auto_reports_every_candidate_with_its_figure", "test_a_cached_choice_is_reused_without_timing",
     "test_bf16_without_native_bf16_says_what_it_does_instead",
+    "test_absurd_learning_rate_stops_with_step_and_cause_and_keeps_the_last_good_checkpoint",
+    "test_budget_trainer_stops_a_diverging_trial",
+    "test_folder_without_train_subfolder_trains_on_a_seeded_held_out_split",
+    "test_every_mutated_input_is_accepted_or_refused_by_name", "test_hostile_header_refused_fast_and_small",
 }
 SLOW_MODELS = ("efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_b8",
                "efficientnet_l2")

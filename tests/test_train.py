@@ -96,7 +96,8 @@ def test_lean_training_defaults_resolve_per_machine() -> None:
     else:
         expected = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "none"
     assert cfg.channels_last is True and cfg.amp == expected
-    assert TrainConfig(amp="none", channels_last=False).resolved() == TrainConfig(amp="none", channels_last=False)
+    fixed = TrainConfig(amp="none", channels_last=False, warmup_epochs=1.0)
+    assert fixed.resolved() == fixed
 
 
 def test_linear_lr_scaling_rule() -> None:
@@ -294,7 +295,7 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "damaged" in capsys.readouterr().err
     (run / "state.pt").write_bytes(data)
     assert main(["train", "--out", str(run), "--resume", *_flags(TINY | {"model": "resnet18"})]) == 2
-    assert "is a run of efficientnet_b0" in capsys.readouterr().err
+    assert "is another run (model: 'efficientnet_b0' there, 'resnet18' now)" in capsys.readouterr().err
 
 
 def test_corrupt_image_is_skipped_and_named_or_fatal_with_strict_data(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from effnet.arch.efficientnet import EFFICIENTNET_PRESETS, LITE_PRESETS, Preset,
 from effnet.arch.mobilenet import mobilenetv1, mobilenetv2
 from effnet.arch.resnet import resnet18, resnet34, resnet50
 from effnet.errors import SpecError
+from effnet.limits import check_network, check_spec_types
 from effnet.scaling import (
     IDENTITY,
     PAPER_COEFFICIENTS,
@@ -97,7 +98,11 @@ def load_spec_file(path: str) -> NetworkSpec:
         raise SpecError(f"spec file {path!r} is not JSON ({e}); write one with `effnet describe --json`") from None
     if not isinstance(d, dict):
         raise SpecError(f"spec file {path!r} holds a {type(d).__name__}, not a spec object")
-    return NetworkSpec.from_dict(d.get("spec", d))
+    raw = d.get("spec", d)
+    check_spec_types(raw, f"spec file {path}")  # outside data: types and size limits before anything is built
+    spec = NetworkSpec.from_dict(raw)
+    check_network(spec, num_classes=1000, in_chans=1, where=f"spec file {path}")
+    return spec
 
 
 def _is_spec_file(name: str) -> bool:

@@ -30,15 +30,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from effnet.errors import CheckpointError, EffnetError
+from effnet.errors import CheckpointError, EffnetError, SpecError
 from effnet.files import require_file
+from effnet.limits import check_network, check_spec_types
 from effnet.model import ConvNet
 from effnet.preprocessing import Preprocessing
 from effnet.spec import NetworkSpec
 
 __all__ = [
-    "FORMAT_VERSION", "check_state_dict", "load_model", "load_torch_file", "load_weights", "model_from_metadata",
-    "read_checkpoint", "read_metadata", "save_checkpoint",
+    "FORMAT_VERSION", "check_state_dict", "header_spec", "load_model", "load_torch_file", "load_weights",
+    "model_from_metadata", "read_checkpoint", "read_metadata", "save_checkpoint",
 ]
 
 FORMAT_VERSION = 1
@@ -152,7 +153,32 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(meta["format_version"], int) or meta["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {meta['format_version']!r} is newer than this effnet's "
                               f"({FORMAT_VERSION}); upgrade effnet")
+    header_spec(path, meta)
     return meta
+
+
+def header_spec(path: str | os.PathLike[str], meta: Mapping[str, Any]) -> NetworkSpec:
+    """The header's spec, type-checked and held to :data:`effnet.limits.LIMITS` before anything is built.
+
+    A header is outside data: a hand-edited one can ask for 10^10 classes or 10^7 channels, which
+    would allocate until the machine runs out of memory. This refuses it from the JSON alone.
+
+    Raises:
+        CheckpointError: naming the file, the offending key and the fix.
+    """
+    try:
+        for key in ("num_classes", "in_chans"):
+            value = meta[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SpecError(f"{key} must be a positive integer, got {str(value)[:40]!r}")
+        if meta["preprocessing"] is not None and not isinstance(meta["preprocessing"], dict):
+            raise SpecError("preprocessing must be a mapping or null")
+        check_spec_types(meta["spec"])
+        spec = NetworkSpec.from_dict(meta["spec"])
+        check_network(spec, num_classes=meta["num_classes"], in_chans=meta["in_chans"])
+    except EffnetError as err:
+        raise CheckpointError(f"{path}: header refused: {err}") from None
+    return spec
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -163,13 +189,16 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
             safetensors file without effnet metadata, or from a newer effnet.
     """
     meta = read_metadata(path)
+    return _read_tensors(path), meta
+
+
+def _read_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     try:
-        state_dict = load_file(str(path), device="cpu")
+        return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         # The header can be intact while the tensor bytes are cut off.
         raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err}); copy it again or "
                               "re-save it") from None
-    return state_dict, meta
 
 
 def _check_file(path: Path) -> None:
@@ -186,37 +215,40 @@ def load_model(path: str | os.PathLike[str], *, build: Callable[[Mapping[str, An
                map_location: str | torch.device = "cpu") -> ConvNet:
     """Rebuild the network from the checkpoint's embedded spec (no registry lookup) and load it strictly.
 
-    The file is read once: ``build``, when given, receives the header's metadata and returns the
-    receiving network (how ``--model NAME --checkpoint F`` loads: the architecture comes from the name,
-    and weights of another architecture are an error naming the first bad key); without it the
-    network is :func:`model_from_metadata`. The model gets two extra attributes: ``preprocessing`` (a
+    The header is validated (types, :data:`effnet.limits.LIMITS`) and the tensors' declared shapes are
+    checked against the network on the meta device before any memory is spent or tensor read.
+    ``build``, when given, receives the validated metadata and returns the receiving network (how
+    ``--model NAME --checkpoint F`` loads: the architecture comes from the name, and weights of another
+    architecture are an error naming the first bad key); without it the network is
+    :func:`model_from_metadata`. The model gets two extra attributes: ``preprocessing`` (a
     :class:`Preprocessing` or None) and ``checkpoint_metadata`` (the whole metadata dict). It is
     returned in training mode, as built; call ``.eval()`` for inference.
 
     Raises:
         CheckpointError: see :func:`read_checkpoint`, or weights that do not fit the network.
     """
-    state_dict, meta = read_checkpoint(path)
-    model = model_from_metadata(meta, what=str(path)) if build is None else build(meta)
-    _attach(model, state_dict, meta, what=str(path), arch=None if build is None else meta["spec"].get("name"))
+    meta = read_metadata(path)
+    if build is None:
+        skeleton = model_from_metadata(meta, what=str(path), device="meta")  # shapes only: no memory yet
+        check_state_dict(skeleton, _declared_shapes(path), what=str(path))
+        model = model_from_metadata(meta, what=str(path))
+    else:
+        model = build(meta)
+        check_state_dict(model, _declared_shapes(path), what=str(path), arch=meta["spec"].get("name"))
+    _attach(model, _read_tensors(path), meta, what=str(path), arch=None if build is None else meta["spec"].get("name"))
     return model.to(map_location)
 
 
-def model_from_metadata(meta: Mapping[str, Any], *, what: str = "the checkpoint") -> ConvNet:
-    """The untrained network a checkpoint header describes (its spec, class count and input channels)."""
+def model_from_metadata(meta: Mapping[str, Any], *, what: str = "the checkpoint",
+                        device: str | torch.device = "cpu") -> ConvNet:
+    """The untrained network a checkpoint header describes (its spec, class count and input channels),
+    held to the documented limits first (:func:`header_spec`)."""
+    spec = header_spec(what, meta)
     try:
-        spec = NetworkSpec.from_dict(meta["spec"])
-        return ConvNet(spec, num_classes=int(meta["num_classes"]), in_chans=int(meta["in_chans"]))
+        with torch.device(device):
+            return ConvNet(spec, num_classes=meta["num_classes"], in_chans=meta["in_chans"])
     except (EffnetError, TypeError, ValueError) as err:
         raise CheckpointError(f"{what}: the embedded spec cannot be built ({err})") from None
-
-
-def load_weights(model: ConvNet, path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load an effnet checkpoint's weights into an existing ``model`` strictly; returns the metadata.
-
-    Sets ``model.preprocessing`` and ``model.checkpoint_metadata`` as :func:`load_model` does.
-    """
-    return load_model(path, build=lambda meta: model).checkpoint_metadata  # type: ignore[no-any-return]
 
 
 def _attach(model: ConvNet, state_dict: Mapping[str, Any], meta: dict[str, Any], *, what: str,
@@ -229,6 +261,31 @@ def _attach(model: ConvNet, state_dict: Mapping[str, Any], meta: dict[str, Any],
     model.load_state_dict(state_dict, strict=True)
     model.preprocessing = pre
     model.checkpoint_metadata = meta
+
+
+class _Shape:
+    """A tensor's declared shape, as :func:`check_state_dict` reads it (``.shape``)."""
+
+    def __init__(self, shape: list[int]) -> None:
+        self.shape = tuple(shape)
+
+
+def _declared_shapes(path: str | os.PathLike[str]) -> dict[str, _Shape]:
+    """Each tensor's shape as the safetensors header declares it, without reading the tensor bytes."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: _Shape(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: truncated or corrupt safetensors file ({err}); copy it again or "
+                              "re-save it") from None
+
+
+def load_weights(model: ConvNet, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load an effnet checkpoint's weights into an existing ``model`` strictly; returns the metadata.
+
+    Sets ``model.preprocessing`` and ``model.checkpoint_metadata`` as :func:`load_model` does.
+    """
+    return load_model(path, build=lambda meta: model).checkpoint_metadata  # type: ignore[no-any-return]
 
 
 def check_state_dict(model: torch.nn.Module, state_dict: Mapping[str, Any], *, what: str = "the weights",

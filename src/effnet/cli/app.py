@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -25,6 +26,7 @@ from effnet.cli.train import add_commands as add_train_commands
 from effnet.errors import EffnetError
 from effnet.macs import estimate_cost
 from effnet.paper import PAPER_TABLE2
+from effnet.paths import output_file
 from effnet.scaling import PAPER_COEFFICIENTS, Coefficients, Multipliers, implied_phi
 from effnet.scaling_law import fit_phi, scaling_report, table3_report
 from effnet.spec import NetworkSpec
@@ -124,6 +126,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
+    if args.plot:
+        output_file(args.plot, "--plot")
     if args.coefficients:  # STEP 2 with a search's coefficients (effnet.cli.search)
         return cmd_scale_train(args)
     if args.table3:
@@ -251,8 +255,14 @@ def _prepare(args: argparse.Namespace) -> None:
         torch.set_num_threads(threads)
 
 
+def _format_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
+    """A warning is one line for the user (``effnet: warning: ...``), not a source location."""
+    return f"effnet: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 user error)."""
+    warnings.formatwarning = _format_warning
     try:
         args = build_parser().parse_args(argv)
         _prepare(args)

@@ -15,6 +15,7 @@ from typing import Any
 
 from effnet.cli.preflight import export_prefix
 from effnet.errors import EffnetError
+from effnet.paths import output_file
 from effnet.textfmt import human, parse_phi_range, table
 
 __all__ = ["add_commands"]
@@ -73,6 +74,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from effnet.deploy.machine import busy_warning, cpu_features, describe, load_average
 
     _threads(args.threads)
+    if args.plot:
+        output_file(args.plot, "--plot")
     if args.train:
         from effnet.deploy.trainbench import run_train_bench
 
@@ -139,6 +142,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from effnet.deploy.export import export_onnx, export_pt2
 
+    output_file(out.with_name(out.name + ".onnx"), "--out")  # before the model is built or anything exported
     model = _model(args).eval()
     spec = model.spec
     x = torch.randn(2, model.stem.conv.in_channels, spec.resolution, spec.resolution)

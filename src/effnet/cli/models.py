@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from effnet.errors import EffnetError
+from effnet.paths import output_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -86,6 +87,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if (args.batch_size is not None and args.batch_size < 1) or args.workers < 0:
         raise EffnetError(f"--batch-size {args.batch_size} must be >= 1 and --workers {args.workers} >= 0")
+    if args.confusion:
+        output_file(args.confusion, "--confusion")
     model = _load_model(args)
     if args.data.strip().lower() in BUILTIN_DATASETS:
         return _eval_builtin(args, model)
@@ -199,6 +202,8 @@ def cmd_cam(args: argparse.Namespace) -> int:
     from effnet.evaluate import class_names
     from effnet.weights import default_preprocessing
 
+    prefix = args.out or str(Path(args.image).with_suffix("")) + f".{args.method}"
+    output_file(f"{prefix}.png", "--out")
     model = _load_model(args)
     with _notes():
         image, report = load_image_with_report(args.image)

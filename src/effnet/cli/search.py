@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.errors import EffnetError
+from effnet.paths import output_dir
 
 __all__ = ["add_commands", "add_scale_options", "cmd_scale_train"]
 
@@ -55,8 +56,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from effnet.search.study import collect, open_storage, open_study
     from effnet.search.trials import Experiment, run_search_workers
 
-    out = Path(args.out or f"runs/search-{args.study}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(args.out or f"runs/search-{args.study}")
     url = args.storage or str(out / "search.log")
     store = open_storage(url)
     if args.baseline is None:  # join: the study defines grid, baseline, data and budget
@@ -124,7 +124,7 @@ def cmd_scale_train(args: argparse.Namespace) -> int:
         raise EffnetError("--coefficients without --train only reads the coefficients; add --train to train the "
                           "family, or pass --alpha/--beta/--gamma for the report")
     exp = Experiment(base, stored.data, replace(stored.budget, eval_split="test"))
-    out = Path(args.out or time.strftime("runs/scale-%Y%m%d-%H%M%S"))
+    out = output_dir(args.out or time.strftime("runs/scale-%Y%m%d-%H%M%S"))
     rows = run_family(exp, best.coefficients, parse_phi_range(args.phi), out,
                       seeds=args.seeds, workers=args.workers, cache=out / "models", bar=_bar)
     print(family_table(rows))
@@ -161,7 +161,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     base, budget = _baseline_and_budget(args)
     if args.seeds < 2:
         raise EffnetError(f"--seeds {args.seeds}: mean ± std needs at least 2 seeds (3 recommended)")
-    out = Path(args.out or time.strftime("runs/compare-%Y%m%d-%H%M%S"))
+    out = output_dir(args.out or time.strftime("runs/compare-%Y%m%d-%H%M%S"))
     exp = Experiment(base, args.data, replace(budget, eval_split="test"))
     report = run_compare(exp, _coefficients(args), args.phi, out,
                          seeds=args.seeds, workers=args.workers, cam_images=args.cam_images, bar=_bar,
@@ -197,7 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from effnet.search.demo import demo_plan, run_demo
 
-    out = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
+    out = output_dir(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     t = time.time()
     plan = demo_plan(quick=args.quick, workers=args.workers)
     if args.nas:

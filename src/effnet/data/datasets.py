@@ -7,6 +7,7 @@ transforms serve every set. Each has ``classes`` (human names, ``classes[label]`
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import os
@@ -27,7 +28,7 @@ from effnet.errors import DataError
 
 __all__ = [
     "BUILTIN_DATASETS", "FASHION_MNIST_CLASSES", "MNIST_DIR_ENV", "ArrayImageDataset", "ImageFolderDataset",
-    "fashion_mnist", "get_dataset", "mnist10k", "sklearn_digits", "stratified_split",
+    "fashion_mnist", "get_dataset", "held_out_split", "mnist10k", "sklearn_digits", "stratified_split",
 ]
 
 Transform = Callable[[Any], Any]
@@ -299,6 +300,22 @@ def sklearn_digits(split: str, seed: int = 0, *, transform: Transform | None = N
 BUILTIN_DATASETS = ("fashion-mnist", "mnist", "digits")
 
 
+def held_out_split(dataset: ImageFolderDataset, fraction: float, seed: int) -> tuple[ImageFolderDataset,
+                                                                                      ImageFolderDataset]:
+    """A folder of class folders cut into (train, held-out) copies by :func:`stratified_split`: for
+    training on a folder that has no ``train/``/``val/`` sub-folders. Each copy has its own
+    ``transform`` (training augments, evaluation does not)."""
+    train_idx, val_idx = stratified_split(np.asarray(dataset.targets), fraction, seed)
+    parts = []
+    for idx in (train_idx, val_idx):
+        part = copy.copy(dataset)
+        part.samples = [dataset.samples[i] for i in idx]
+        part.imgs = part.samples
+        part.targets = [dataset.targets[i] for i in idx]
+        parts.append(part)
+    return parts[0], parts[1]
+
+
 def get_dataset(name: str, split: str | None, *, root: str | os.PathLike[str] | None = None,
                 transform: Transform | None = None, class_map: ClassMap | None = None,
                 seed: int = 0, strict: bool = False) -> Dataset[tuple[Any, int]]:
@@ -338,6 +355,6 @@ def get_dataset(name: str, split: str | None, *, root: str | os.PathLike[str] | 
         if not (folder / split).is_dir():
             found = sorted(p.name for p in folder.iterdir() if p.is_dir())[:10]
             raise DataError(f"{folder} has no {split!r} sub-folder (found {found}); pass split=None to use "
-                            f"{folder} itself as the data set")
+                            f"{folder} itself as the data set (the CLI does so and holds out a seeded 20 %)")
         folder = folder / split
     return ImageFolderDataset(folder, class_map, transform=transform, strict=strict)

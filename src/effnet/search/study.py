@@ -22,6 +22,7 @@ Level 0: no torch. Optuna is imported on first use.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import socket
@@ -70,9 +71,47 @@ def open_storage(url: str) -> Any:
     if not os.path.isdir(folder):
         raise EffnetError(f"search storage {path!r}: folder {folder!r} does not exist; create it or choose another "
                           "--storage path")
+    check_journal(path)
     from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-    return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    try:  # the constructor replays the whole journal: an entry Optuna cannot apply fails here
+        return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+        raise EffnetError(f"search storage {path!r}: Optuna cannot replay this journal ({type(err).__name__}: "
+                          f"{str(err)[:80]}); {_MOVE_ASIDE}") from None
+
+
+_MOVE_ASIDE = "move it aside (effnet never rewrites it) or pass another --storage"
+
+
+def check_journal(path: str) -> None:
+    """Refuse a ``--storage`` path that is a folder or a journal Optuna cannot replay, before Optuna reads it.
+
+    Optuna's journal is one JSON object per line (``optuna/storages/journal/_file.py``), each with an
+    integer ``op_code``; a last line without its newline is a write in flight, which Optuna skips, so
+    it is allowed here too. A corrupt journal is never rewritten: the message says to move it aside.
+
+    Raises:
+        EffnetError: naming the file, the first bad line and the fix.
+    """
+    if os.path.isdir(path):
+        raise EffnetError(f"search storage {path!r} is a folder; give a journal file name such as {path}/search.log")
+    if not os.path.exists(path):
+        return
+    fix = f"it is not an Optuna journal or it is damaged; {_MOVE_ASIDE}"
+    try:
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.endswith(b"\n"):
+                    break  # a write in flight
+                try:
+                    op = json.loads(line)
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    raise EffnetError(f"search storage {path!r}: line {number} is not JSON; {fix}") from None
+                if not (isinstance(op, dict) and isinstance(op.get("op_code"), int)):
+                    raise EffnetError(f"search storage {path!r}: line {number} is not a journal entry; {fix}")
+    except OSError as err:
+        raise EffnetError(f"search storage {path!r} cannot be read ({err.strerror}); check its permissions") from None
 
 
 def _rdb_storage(url: str) -> Any:

@@ -24,6 +24,7 @@ from effnet.errors import DataError, EffnetError
 from effnet.macs import estimate_cost
 from effnet.model import ConvNet
 from effnet.spec import NetworkSpec
+from effnet.train.guards import LossGuard
 from effnet.train.metrics import evaluate
 from effnet.train.optim import Schedule, build_optimizer, set_lr
 
@@ -122,12 +123,15 @@ class TrialOutcome:
 
 
 def train_spec(spec: NetworkSpec, arrays: ImageArrays, budget: Budget, *, seed: int = 0,
-               progress: Any = None) -> TrialOutcome:
+               progress: Any = None, loss_guard: bool = True) -> TrialOutcome:
     """Train ``spec`` (1-channel input, its own resolution) for ``budget`` and evaluate it.
 
     AdamW with a short warmup and cosine decay, BN momentum 0.1 and no stochastic depth: what a
     few-epoch run needs (the paper's RMSProp recipe is made for 350 epochs). ``seed`` fixes the
     initialisation, batch order and flips, so two architectures see the same batches.
+    ``loss_guard`` stops a diverging trial (:class:`effnet.train.guards.LossGuard`) with
+    :class:`~effnet.train.guards.TrainingDiverged` naming the step, instead of reporting chance
+    accuracy as the architecture's result.
     """
     start = time.time()
     torch.manual_seed(seed)
@@ -141,6 +145,7 @@ def train_spec(spec: NetworkSpec, arrays: ImageArrays, budget: Budget, *, seed: 
     schedule = Schedule(budget.lr, steps_per_epoch, budget.epochs, warmup_epochs=min(0.3, budget.epochs / 4),
                         kind="cosine")
     g = torch.Generator().manual_seed(seed)
+    guard = LossGuard(enabled=loss_guard)
     model.train()
     for step in range(total):
         if step % steps_per_epoch == 0:
@@ -152,11 +157,10 @@ def train_spec(spec: NetworkSpec, arrays: ImageArrays, budget: Budget, *, seed: 
             xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
         set_lr(opt, schedule(step))
         loss = F.cross_entropy(model(xb), yb, label_smoothing=budget.label_smoothing)
+        guard.check(loss.item(), step, schedule(step), where=f"{spec.name}'s budget training")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if not math.isfinite(loss.item()):
-            raise EffnetError(f"{spec.name}: the loss became {loss.item()} at step {step}; lower the learning rate")
         if progress is not None:
             progress(step + 1, total)
     ex, ey = resize_images(arrays.eval_x, spec.resolution), torch.from_numpy(arrays.eval_y).long()

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import typing
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -49,11 +52,14 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-5
     schedule: str = "step"  # step (×decay_rate every decay_epochs) | cosine | constant
-    warmup_epochs: float = 5.0
+    warmup_epochs: float | None = None  # default: the paper's 5, at most 20 % of the run (fit_warmup)
     decay_epochs: float = 2.4
     decay_rate: float = 0.97
     label_smoothing: float = 0.1
     ema_decay: float = 0.9999  # 0 disables the EMA
+    precise_bn_batches: int = 20  # recompute BN statistics on this many batches before each evaluation (0: off)
+    loss_guard: bool = True  # stop on a non-finite or exploding loss, warn on val loss >> train loss (train/guards.py)
+    loss_guard_factor: float = 10.0  # "exploding": the step loss is this many times its running average
     # fine-tuning
     init_checkpoint: str | None = None  # start from these weights (new head if classes differ)
     pretrained: bool = False  # start from the model's offline pretrained weights
@@ -71,6 +77,7 @@ class TrainConfig:
     tensorboard: bool = True  # also log to OUT/tensorboard when the tensorboard package is installed
 
     def __post_init__(self) -> None:
+        _check_types(self)
         choices = {"augment": ("randaugment", "autoaugment", "none"), "optimizer": ("rmsproptf", "sgd", "adamw"),
                    "schedule": ("step", "cosine", "constant"), "amp": ("auto", "none", "bf16", "fp16")}
         for name, allowed in choices.items():
@@ -82,8 +89,15 @@ class TrainConfig:
                 raise EffnetError(f"{name}={getattr(self, name)!r} must be > 0")
         if not 0 <= self.label_smoothing < 1 or not 0 <= self.ema_decay < 1:
             raise EffnetError("label_smoothing and ema_decay must be in [0, 1)")
-        if self.workers < 0 or self.freeze_stages < 0 or self.checkpoint_every < 0:
-            raise EffnetError("workers, freeze_stages and checkpoint_every must be >= 0")
+        if min(self.workers, self.freeze_stages, self.checkpoint_every, self.precise_bn_batches) < 0:
+            raise EffnetError("workers, freeze_stages, checkpoint_every and precise_bn_batches must be >= 0")
+        for name in ("lr", "resolution", "total_stride", "train_subset"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise EffnetError(f"{name}={value!r} must be > 0")
+        if not ((self.warmup_epochs or 0) >= 0 and self.loss_guard_factor > 1):
+            raise EffnetError(f"warmup_epochs={self.warmup_epochs!r} must be >= 0 and loss_guard_factor="
+                              f"{self.loss_guard_factor!r} > 1")
 
     def base_lr(self, world_size: int = 1) -> float:
         """The official linear scaling rule: 0.016 per 256 images of global batch."""
@@ -96,7 +110,7 @@ class TrainConfig:
         on the early high-resolution layers; bf16 autocast halves activation memory and doubles matmul
         throughput on CPUs with native bf16 (AVX512-BF16/AMX), and is emulated (slower) elsewhere.
         """
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = {"warmup_epochs": fit_warmup(self.warmup_epochs, self.epochs)}
         if self.channels_last is None:
             changes["channels_last"] = True
         if self.amp == "auto":
@@ -107,7 +121,7 @@ class TrainConfig:
             else:
                 native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
                 changes["amp"] = "bf16" if native else "none"
-        return dataclasses.replace(self, **changes) if changes else self
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -117,6 +131,51 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in fields(TrainConfig)}
+PAPER_WARMUP_EPOCHS = 5.0
+MAX_WARMUP_FRACTION = 0.2
+
+
+def fit_warmup(warmup_epochs: float | None, epochs: float) -> float:
+    """The warmup a run of ``epochs`` uses: the paper's 5 epochs (official ``warmup_epochs``), but at
+    most :data:`MAX_WARMUP_FRACTION` of the run when not given. A 1-epoch run with a 5-epoch warmup
+    ends at a fifth of its learning rate and learns nothing (top-1 9.75 % on digits, one class), so
+    the default is shortened with a warning, and an explicit warmup that long is warned about."""
+    cap = MAX_WARMUP_FRACTION * epochs
+    if warmup_epochs is None:
+        if cap < PAPER_WARMUP_EPOCHS:
+            warnings.warn(f"warmup shortened from the paper's {PAPER_WARMUP_EPOCHS:g} epochs to {cap:.3g} "
+                          f"({MAX_WARMUP_FRACTION:.0%} of this {epochs:g}-epoch run); --warmup-epochs sets it",
+                          stacklevel=3)
+        return min(PAPER_WARMUP_EPOCHS, cap)
+    if warmup_epochs > cap:
+        warnings.warn(f"warmup_epochs={warmup_epochs:g} is over {MAX_WARMUP_FRACTION:.0%} of this {epochs:g}-epoch "
+                      "run: the learning rate stays low for most of it and the run may learn little", stacklevel=3)
+    return warmup_epochs
+_NUMBER = (int, float)
+
+
+@functools.cache
+def _allowed(name: str) -> tuple[tuple[type, ...], bool]:
+    """The Python types a field accepts (an int where a float belongs is fine) and whether None is."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    args = typing.get_args(hint) or (hint,)
+    types = tuple(t for t in args if t is not type(None))
+    return (_NUMBER if types == (float,) else types), type(None) in args
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """A YAML file (or a library caller) can put any value under any key: a list, a mapping, a string
+    where a number belongs. Refuse it here by name, before it fails somewhere inside a training run."""
+    for name in FIELDS:
+        value = getattr(cfg, name)
+        types, optional = _allowed(name)
+        if value is None and optional:
+            continue
+        wrong_bool = isinstance(value, bool) and bool not in types
+        if wrong_bool or not isinstance(value, types):
+            shown = repr(value) if len(repr(value)) <= 40 else f"a {type(value).__name__}"
+            want = " or ".join("a number" if t in _NUMBER else t.__name__ for t in dict.fromkeys(types))
+            raise EffnetError(f"{name}: must be {want}{' or null' if optional else ''}, got {shown}")
 
 
 def check_keys(keys: list[str], where: str) -> None:
@@ -134,15 +193,19 @@ def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
 
     p = Path(path)
     if not p.is_file():
-        raise EffnetError(f"config file {str(p)!r} not found")
+        raise EffnetError(f"config file {str(p)!r} not found" + (" (it is a folder)" if p.is_dir() else ""))
+    if p.stat().st_size > 1 << 20:
+        raise EffnetError(f"config file {str(p)!r} is {p.stat().st_size:,} bytes; a settings file is a few lines")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError:
+        raise EffnetError(f"config file {str(p)!r} is not UTF-8 text (a binary file?); pass a YAML file") from None
     except yaml.YAMLError as e:
         raise EffnetError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise EffnetError(f"config file {str(p)!r} must hold a mapping of settings, got {type(data).__name__}")
-    check_keys(list(data), str(p))
+    check_keys([str(k) for k in data], str(p))
     try:
         return TrainConfig(**(data | overrides))
-    except TypeError as e:
+    except (TypeError, EffnetError) as e:
         raise EffnetError(f"config file {str(p)!r}: {e}") from None

@@ -9,6 +9,7 @@ optimizer, EMA, RNG, epoch and step; written atomically every epoch and every
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import io
@@ -17,6 +18,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,18 +30,21 @@ from torch.utils.data import DataLoader
 
 from effnet.checkpoint import save_checkpoint
 from effnet.data import SMALL_IMAGE_CROP_SCALE, ClassMap, Preprocessing, build_transform, get_dataset
+from effnet.data.datasets import held_out_split
 from effnet.errors import EffnetError
 from effnet.model import ConvNet
+from effnet.paths import output_dir
 from effnet.train.build import build_model
 from effnet.train.config import TrainConfig
 from effnet.train.data import EpochSampler, SeededTransformDataset
 from effnet.train.dist import DistInfo, average_buffers, barrier, init_distributed
 from effnet.train.ema import ModelEma
+from effnet.train.guards import LossGuard, TrainingDiverged, check_val_loss, recalibrate_bn
 from effnet.train.metrics import EvalMetrics, evaluate, plot_confusion
 from effnet.train.optim import Schedule, build_optimizer, set_lr
+from effnet.train.resume import STATE, check_state, read_state, write_state
 from effnet.weights import default_preprocessing
 
-STATE = "state.pt"
 SMALL_SETS = ("fashion-mnist", "mnist", "digits")
 
 
@@ -69,6 +74,7 @@ class Run:
     tb: Any = None  # a TensorBoard SummaryWriter on rank 0 when the package is installed
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     scaler: Any = None  # torch.amp.GradScaler, active only for fp16 on a GPU
+    guard: LossGuard = field(default_factory=LossGuard)
 
 
 def _preprocessing(cfg: TrainConfig, model: ConvNet) -> Preprocessing:
@@ -79,8 +85,21 @@ def _preprocessing(cfg: TrainConfig, model: ConvNet) -> Preprocessing:
                                crop_pct=1.0 if cfg.data in SMALL_SETS else pre.crop_pct)
 
 
+HELD_OUT = 0.2
+MIN_STEPS = 100  # below this a run warns that it will learn little (docs/limits.md, "Short runs")
+
+
 def _datasets(cfg: TrainConfig) -> tuple[Any, Any, list[str]]:
+    """Built-in sets: their train and test splits. A folder: its ``train/`` and ``val/`` sub-folders, or,
+    when it has no ``train/``, the folder itself with a stratified 20 % held out (seed = ``cfg.seed``)."""
     cmap = ClassMap.from_arg(cfg.class_map) if cfg.class_map else None
+    folder = Path(cfg.data).expanduser()
+    if cfg.data not in SMALL_SETS and folder.is_dir() and not (folder / "train").is_dir():
+        whole = get_dataset(cfg.data, None, class_map=cmap, strict=cfg.strict_data)
+        train, val = held_out_split(whole, HELD_OUT, cfg.seed)  # type: ignore[arg-type]
+        print(f"{folder} has no train/ sub-folder: training on {len(train)} images and validating on a held-out "
+              f"{HELD_OUT:.0%} ({len(val)} images, stratified, seed {cfg.seed})", file=sys.stderr)
+        return train, val, list(train.classes)
     train = get_dataset(cfg.data, "train", root=cfg.data_dir, class_map=cmap, seed=cfg.seed, strict=cfg.strict_data)
     val = get_dataset(cfg.data, "test" if cfg.data in SMALL_SETS else "val", root=cfg.data_dir, class_map=cmap,
                       seed=cfg.seed, strict=cfg.strict_data)
@@ -131,12 +150,12 @@ def setup(cfg: TrainConfig, info: DistInfo) -> Run:
     lrs = {"classifier": 1.0, "": cfg.body_lr_mult} if cfg.body_lr_mult != 1.0 else None
     optimizer = build_optimizer(model, cfg.optimizer, cfg.base_lr(info.world), weight_decay=cfg.weight_decay,
                                 momentum=cfg.momentum, param_lrs=lrs)
-    schedule = Schedule(cfg.base_lr(info.world), sampler.batches_per_epoch, cfg.epochs, cfg.warmup_epochs,
+    schedule = Schedule(cfg.base_lr(info.world), sampler.batches_per_epoch, cfg.epochs, cfg.warmup_epochs or 0.0,
                         cfg.schedule, cfg.decay_epochs, cfg.decay_rate)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16" and device.type == "cuda")
     return Run(cfg, model, ddp, ema, optimizer, schedule, sampler, train_set, val_loader, classes, pre, info,
-               history=[], device=device, scaler=scaler)
+               history=[], device=device, scaler=scaler, guard=LossGuard(cfg.loss_guard_factor, enabled=cfg.loss_guard))
 
 
 def _device(info: DistInfo) -> torch.device:
@@ -153,41 +172,33 @@ def _state(run: Run) -> dict[str, Any]:
             "cuda_rng": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
             "epoch": run.epoch, "step": run.step, "batch_in_epoch": run.batch_in_epoch,
             "loss_sum": run.loss_sum, "loss_count": run.loss_count,
-            "best_top1": run.best_top1, "history": run.history, "config": run.cfg.to_dict()}
+            "best_top1": run.best_top1, "history": run.history, "config": run.cfg.to_dict(),
+            "guard": run.guard.state_dict()}
 
 
 def save_state(run: Run, out: Path) -> None:
-    """Atomic: a temp file in ``out`` then ``os.replace``; a kill never leaves a torn state."""
-    if not run.info.main:
-        return
-    buf = io.BytesIO()
-    torch.save(_state(run), buf)
-    tmp = out / f".{STATE}.tmp"
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, out / STATE)
+    if run.info.main:
+        write_state(_state(run), out)
 
 
 def load_state(run: Run, out: Path) -> None:
-    path = out / STATE
-    if not path.is_file():
-        raise EffnetError(f"--resume: no {STATE} in {str(out)!r}; start a new run there without --resume")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or foreign file: say which, never unpickle more
-        raise EffnetError(f"--resume: {path} cannot be read ({type(e).__name__}); it is damaged") from None
-    if state["config"]["model"] != run.cfg.model or state["config"].get("phi") != run.cfg.phi:
-        raise EffnetError(f"--resume: {path} is a run of {state['config']['model']} phi={state['config'].get('phi')}"
-                          f", not {run.cfg.model} phi={run.cfg.phi}")
+    path, state = read_state(out)
+    check_state(path, state, run.cfg.to_dict(), run.model)
     run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    if run.ema is not None and state["ema"] is not None:
-        run.ema.load_state_dict(state["ema"])
+    try:  # keys and shapes of the weights are checked; the optimizer's and EMA's parts only load
+        run.optimizer.load_state_dict(state["optimizer"])
+        if run.ema is not None and isinstance(state.get("ema"), dict):
+            run.ema.load_state_dict(state["ema"])
+        run.guard.load_state_dict(state.get("guard") or {})
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise EffnetError(f"--resume: {path} has a damaged optimizer or EMA state ({type(e).__name__}); "
+                          "--resume needs the run's own state.pt; start a new run with another --out") from None
     torch.set_rng_state(state["rng"])
     if state.get("cuda_rng") is not None and run.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng"], run.device)
     run.epoch, run.step, run.batch_in_epoch = state["epoch"], state["step"], state["batch_in_epoch"]
     run.best_top1, run.history = state["best_top1"], state["history"]
-    run.loss_sum, run.loss_count = state["loss_sum"], state["loss_count"]
+    run.loss_sum, run.loss_count = float(state.get("loss_sum", 0.0)), state["loss_count"]
 
 
 def _loss(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -209,6 +220,7 @@ def train_epoch(run: Run, out: Path, bar: Any) -> float:
             x = x.contiguous(memory_format=torch.channels_last)
         set_lr(run.optimizer, run.schedule(run.step))
         loss = _loss(run, x, y)
+        run.guard.check(loss.item(), run.step, run.schedule(run.step))  # before the step: weights stay good
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()  # fp16 on a GPU: loss scaling; otherwise a plain backward and step
         run.scaler.step(run.optimizer)
@@ -242,7 +254,12 @@ def end_epoch(run: Run, out: Path, train_loss: float, seconds: float) -> EvalMet
     metrics = None
     if run.info.main:
         evaluated = run.ema.module if run.ema is not None else run.model
+        if run.cfg.precise_bn_batches:  # on a copy: the trained model (and every DDP rank's) stays as it is
+            evaluated = copy.deepcopy(evaluated)
+            recalibrate_bn(evaluated, _calibration_batches(run), channels_last=bool(run.cfg.channels_last))
         metrics = evaluate(evaluated, run.val_loader, len(run.classes), channels_last=run.cfg.channels_last)
+        if run.cfg.loss_guard and (text := check_val_loss(metrics.loss, train_loss, run.epoch + 1, run.step)):
+            warnings.warn(text, stacklevel=2)
         row = {"epoch": run.epoch + 1, "step": run.step, "lr": run.optimizer.param_groups[0]["lr"],
                "train_loss": round(train_loss, 5), "val_loss": round(metrics.loss, 5),
                "top1": round(metrics.top1, 3), "top5": round(metrics.top5, 3), "seconds": round(seconds, 1)}
@@ -267,11 +284,21 @@ def end_epoch(run: Run, out: Path, train_loss: float, seconds: float) -> EvalMet
     return metrics
 
 
+def _calibration_batches(run: Run) -> Any:
+    """``precise_bn_batches`` training batches of a fixed, seeded draw (class-balanced in expectation, and the
+    same at every epoch end, so a resumed run recomputes the same statistics)."""
+    n = min(len(run.train_set), run.cfg.precise_bn_batches * run.cfg.batch_size)
+    order = torch.randperm(len(run.train_set), generator=torch.Generator().manual_seed(run.cfg.seed + 1))[:n]
+    subset = torch.utils.data.Subset(run.train_set, order.tolist())
+    kwargs = _loader_kwargs(run.cfg, run.epoch)
+    return (x.to(run.device) for x, _ in DataLoader(subset, batch_size=run.cfg.batch_size, **kwargs))
+
+
 def prepare_out(out: Path, cfg: TrainConfig, resume: bool, info: DistInfo) -> None:
     if info.main:
         if not resume and (out / STATE).exists():
             raise EffnetError(f"{str(out)!r} already holds a run; pass --resume to continue it or choose another --out")
-        out.mkdir(parents=True, exist_ok=True)
+        output_dir(out)
         if not resume:
             (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     barrier(info)
@@ -291,6 +318,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False) -> dict[st
     run.tb = _tensorboard(cfg, info, out)
     epochs = math.ceil(cfg.epochs)
     total = epochs * run.sampler.batches_per_epoch
+    if total < MIN_STEPS and info.main and not resume:
+        warnings.warn(f"this run makes only {total} optimizer steps ({run.sampler.batches_per_epoch} per epoch); "
+                      f"expect it to learn little (digits: 22 steps gave 11.7 % top-1, chance 10 %); raise --epochs "
+                      "or lower --batch-size", stacklevel=2)
     bar = _progress(cfg, info, total, run.step)
     start, metrics = time.time(), None
     try:
@@ -301,6 +332,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False) -> dict[st
             if metrics is not None:
                 _say(bar, f"epoch {run.epoch}/{epochs}: train loss {loss:.4f}, val loss {metrics.loss:.4f}, "
                           f"top-1 {metrics.top1:.2f}, top-5 {metrics.top5:.2f}")
+    except TrainingDiverged as err:
+        kept = (f"{out / 'last.safetensors'} (epoch {run.epoch}) is the last good checkpoint" if run.epoch
+                else "no epoch finished, so no checkpoint was written")
+        raise TrainingDiverged(f"{err}; {kept}") from None
     finally:
         if bar is not None:
             bar.close()
