@@ -146,10 +146,12 @@ def _cases(f: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
         "scale_plot_readonly_fs": (["scale", "--plot", "/proc/plot.png"], "--plot '/proc/plot.png'"),
         "scale_plot_missing_parent": (["scale", "--plot", str(d / "no" / "p.png")], "does not exist"),
         "scale_plot_is_dir": (["scale", "--plot", str(d)], "is a folder"),
-        "export_readonly_fs": (["export", "efficientnet_b0", "--out", "/proc/b0"], "cannot write in '/proc'"),
-        "export_missing_parent": (["export", "efficientnet_b0", "--out", "/proc/nope/b0"], "does not exist"),
-        "cam_missing_parent": (["cam", img, "--checkpoint", good, "--out", str(d / "none" / "x")], "does not exist"),
-        "cam_readonly_fs": (["cam", img, "--checkpoint", good, "--out", "/proc/x"], "cannot write in '/proc'"),
+        # `export --out DIR` creates DIR and its parents; one that cannot be created is the error.
+        "export_readonly_fs": (["export", "efficientnet_b0", "--out", "/proc/b0"], "cannot create the folder"),
+        "export_missing_parent": (["export", "efficientnet_b0", "--out", "/proc/nope/b0"], "cannot create the folder"),
+        # `cam --out DIR` creates DIR (and its parents), so a missing parent is no error; an uncreatable one is.
+        "cam_missing_parent": (["cam", img, "--checkpoint", good, "--out", "/proc/none/x"], "cannot create the folder"),
+        "cam_readonly_fs": (["cam", img, "--checkpoint", good, "--out", "/proc/x"], "cannot create the folder"),
         "eval_confusion_readonly": (["eval", "--checkpoint", good, "--data", "digits", "--confusion", "/proc/c.png"],
                                     "--confusion"),
         "storage_is_dir": (["search", "--storage", str(d / "journal_dir"), "--out", str(d / "s1")], "is a folder"),

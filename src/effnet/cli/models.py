@@ -202,8 +202,6 @@ def cmd_cam(args: argparse.Namespace) -> int:
     from effnet.evaluate import class_names
     from effnet.weights import default_preprocessing
 
-    prefix = args.out or str(Path(args.image).with_suffix("")) + f".{args.method}"
-    output_file(f"{prefix}.png", "--out")
     model = _load_model(args)
     with _notes():
         image, report = load_image_with_report(args.image)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from effnet.errors import EffnetError
+from effnet.paths import output_dir, output_file
 
 __all__ = ["BUILTIN_DATA", "cam_outputs", "check_inputs", "export_prefix"]
 
@@ -63,12 +64,11 @@ def export_prefix(out: str, stem: str) -> Path:
     if path.suffix in (".onnx", ".pt2"):
         print(f"effnet: note: --out {out} names a file; --out takes a folder now (files are named after the "
               f"model inside it); writing {path.with_suffix('')}.*", file=sys.stderr)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        output_dir(path.parent)
         return path.with_suffix("")
     if path.exists() and not path.is_dir():
         raise EffnetError(f"--out {out!r} is a file; give a folder for the exported files")
-    path.mkdir(parents=True, exist_ok=True)
-    return path / stem
+    return output_dir(path) / stem  # created and probed for writing before the model is built
 
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, the files an ImageFolder reads.
@@ -104,5 +104,5 @@ def cam_outputs(image: str, out: str | None, method: str) -> tuple[Path, Path]:
     if root is not None and target != root and target.is_relative_to(root):
         raise EffnetError(f"{target} is inside the image folder {root} that {src.name} comes from; a PNG there "
                           "would be read as an image by `effnet eval`/`train`. Pass --out OTHER_FOLDER")
-    png.parent.mkdir(parents=True, exist_ok=True)
+    output_file(png, "--out", create_parent=True)  # created, and probed for writing, before any work
     return png, png.with_suffix(".npy")
