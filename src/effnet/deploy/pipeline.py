@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,8 @@ from effnet.data.decode import crop_for_model, normalize_batch, open_for_model
 from effnet.errors import DataError, EffnetError
 from effnet.preprocessing import Preprocessing
 
-__all__ = ["ClassifyResult", "FilePrediction", "Timing", "classify", "default_workers"]
+__all__ = ["ClassifyResult", "FilePrediction", "Timing", "classify", "decoded_batches", "default_workers",
+           "evaluate_folder_fast"]
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 _CALIBRATION_IMAGES = 100
@@ -144,6 +146,22 @@ def _loader(paths: Sequence[str], pre: Preprocessing, *, batch_size: int, worker
                       collate_fn=_Collate(pre), prefetch_factor=4 if workers else None)
 
 
+@contextmanager
+def decoded_batches(paths: Sequence[str | os.PathLike[str]], pre: Preprocessing, *, batch_size: int = 16,
+                    workers: int | None = None, draft: bool = True) -> Iterator[Iterator[dict[str, Any]]]:
+    """The decoding half of :func:`classify` for other consumers (``effnet cam``): batches as dicts
+    with ``x`` (normalised tensor), ``index`` (positions in ``paths``), ``conversions`` and ``errors``
+    ((position, reason) of unreadable files). The workers stop when the block exits, however it exits."""
+    files = [os.fspath(p) for p in paths]
+    n = default_workers() if workers is None else workers
+    it = iter(_loader(files, pre, batch_size=batch_size, workers=min(n, -(-len(files) // batch_size)),
+                      draft=draft))
+    try:
+        yield it
+    finally:
+        _shutdown(it)
+
+
 def _shutdown(it: Any) -> None:
     """Stop the DataLoader's workers now rather than when the iterator is garbage-collected."""
     stop = getattr(it, "_shutdown_workers", None)
@@ -192,15 +210,11 @@ def classify(paths: Sequence[str | os.PathLike[str]], model: torch.nn.Module, *,
         raise EffnetError(f"batch_size={batch_size}, top={top}, workers={workers}: need batch_size >= 1, "
                           "top >= 1 and workers >= 0")
     pre = preprocessing or default_preprocessing(model)  # type: ignore[arg-type]
-    n_workers = default_workers() if workers is None else workers
-    n_workers = min(n_workers, -(-len(files) // batch_size))  # no idle processes for a few files
-    it = iter(_loader(files, pre, batch_size=batch_size, workers=n_workers, draft=draft))
-    try:
+    n_workers = min(default_workers() if workers is None else workers, -(-len(files) // batch_size))
+    with decoded_batches(files, pre, batch_size=batch_size, workers=n_workers, draft=draft) as it:
         run = _Run(files, list(names) if names is not None else class_names(model), top, keep_logits)  # type: ignore[arg-type]
         return run.drive(it, model, runner, engine=engine, dtype=dtype, calibration=calibration, workdir=workdir,
                          progress=progress, settings=(batch_size, n_workers, draft))
-    finally:
-        _shutdown(it)
 
 
 class _Run:
@@ -281,3 +295,25 @@ def _build(model: torch.nn.Module, head: list[dict[str, Any]], *, engine: str, d
         calibration = x[:_CALIBRATION_IMAGES]
     return optimize_for_inference(model, example=x[:16] if len(x) > 1 else x.repeat(2, 1, 1, 1), dtype=dtype,
                                   engine=engine, calibration=calibration, workdir=workdir)
+
+
+def evaluate_folder_fast(model: torch.nn.Module, root: str | os.PathLike[str], *, class_map: Any = None,
+                         **options: Any) -> tuple[Any, ClassifyResult]:
+    """:func:`effnet.evaluate.evaluate_folder` through :func:`classify`: the same
+    :class:`~effnet.evaluate.EvalResult` (unreadable files skipped and named), and the run's timing.
+
+    ``options`` go to :func:`classify` (batch_size, workers, engine, dtype, draft, progress, ...)."""
+    from effnet.data import ImageFolderDataset
+    from effnet.evaluate import _check_classes, class_names, folder_result
+
+    _check_classes(model, class_map)  # type: ignore[arg-type]
+    # verify=False: each file is decoded once, by the workers, and a bad one is skipped there.
+    dataset = ImageFolderDataset(root, class_map, verify=False)
+    _check_classes(model, class_map, len(dataset.folders))  # type: ignore[arg-type]
+    result = classify([p for p, _ in dataset.samples], model, keep_logits=True, **{"top": 1, **options})
+    bad = {p for p, _ in result.skipped}
+    dataset.samples = dataset.imgs = [s for s in dataset.samples if s[0] not in bad]
+    dataset.targets = [t for _, t in dataset.samples]
+    logits = result.logits if result.logits is not None else torch.empty(0, model.num_classes)  # type: ignore[arg-type]
+    return folder_result(dataset, logits, class_names(model),  # type: ignore[arg-type]
+                         skipped=[*dataset.skipped, *result.skipped]), result
