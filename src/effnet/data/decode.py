@@ -14,11 +14,12 @@ less work, in two steps:
   pixels by up to 15 levels in Pillow 13 (the vertical pass of a boxed resize is not the same
   computation), so it is not used.
 * **JPEGs are decoded at a reduced scale** when ``draft`` is on: ``Image.draft`` asks libjpeg for the
-  smallest of its 1/2, 1/4, 1/8 DCT-domain scales that still leaves the shorter side at least the
-  resize target, so a 12 MP photo decodes at about the cost of a 0.2 MP one. The DCT downscale is a
-  different low-pass filter from PIL's bicubic, so these pixels differ slightly from the reference;
-  docs/inference.md gives the measured top-1 agreement. ImageNet-sized photos (shorter side < 512 px
-  for a 256 px target) are never drafted: no scale leaves them large enough.
+  smallest of its 1/2, 1/4, 1/8 DCT-domain scales that still leaves the shorter side at least twice
+  the resize target (:data:`DRAFT_MARGIN`), so a 12 MP photo decodes at about the cost of a
+  0.75 MP one. The DCT downscale is a different low-pass filter from PIL's bicubic, so these
+  pixels differ slightly from the reference; docs/inference.md gives the measured top-1
+  agreement. ImageNet-sized photos (shorter side < 1024 px for a 256 px target) are never
+  drafted: no scale leaves them large enough.
 
 Files go through :func:`effnet.data.images.load_image_with_report`'s checks and conversions
 (empty, truncated, corrupt, decompression bombs, CMYK, 16-bit, alpha, EXIF orientation).
@@ -36,9 +37,11 @@ from PIL import Image
 from effnet.data.images import ImageReport, _open_rgb
 from effnet.preprocessing import Preprocessing
 
-__all__ = ["crop_box", "crop_for_model", "decode_for_model", "draft_request", "normalize_batch", "open_for_model",
-           "resized_size"]
+__all__ = ["DRAFT_MARGIN", "crop_box", "crop_for_model", "decode_for_model", "draft_request", "normalize_batch",
+           "open_for_model", "resized_size"]
 
+# The draft leaves at least this many times the resized size (measured in docs/inference.md).
+DRAFT_MARGIN = 2.0
 _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
 
@@ -65,11 +68,13 @@ def crop_box(size: tuple[int, int], pre: Preprocessing) -> tuple[tuple[int, int]
     return (rw, rh), (left * sx, top * sy, (left + r) * sx, (top + r) * sy)
 
 
-def draft_request(size: tuple[int, int], pre: Preprocessing) -> tuple[int, int]:
-    """The (width, height) to ask ``Image.draft`` for: the resize target's size, rounded up, so that
-    the draft never leaves fewer pixels than the exact resize samples from."""
+def draft_request(size: tuple[int, int], pre: Preprocessing, *, margin: float = DRAFT_MARGIN) -> tuple[int, int]:
+    """The (width, height) to ask ``Image.draft`` for: ``margin`` times the resize target, so that
+    PIL's bicubic filter still does the last ≥ ``margin``× of the downscale (libjpeg's DCT scaling
+    alone, ``margin=1``, flipped 2 of 100 top-1 predictions on camera-sized photos; see
+    docs/inference.md)."""
     (rw, rh), _ = crop_box(size, pre)
-    return max(1, math.ceil(rw)), max(1, math.ceil(rh))
+    return max(1, math.ceil(rw * margin)), max(1, math.ceil(rh * margin))
 
 
 def decode_for_model(path: str | os.PathLike[str], pre: Preprocessing, *,
