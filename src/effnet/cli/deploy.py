@@ -124,7 +124,8 @@ def _bench_end_to_end(args: argparse.Namespace) -> int:
         raise EffnetError(f"--batch {args.batch}: --end-to-end takes one batch size, e.g. --batch 16")
     print(machine_line(), file=sys.stderr)
     rows = end_to_end(_model(args), args.model, args.end_to_end, batch=batches[0], workers=args.workers,
-                      rounds=args.rounds if args.rounds != 5 else 3, int8=not args.no_int8)
+                      rounds=args.rounds if args.rounds != 5 else 3, int8=not args.no_int8,
+                      peer_images=args.peer_images)
     after = machine_line()
     if args.json:
         print(json.dumps({"rows": [vars(r) for r in rows], "machine": after}, indent=2))
@@ -258,6 +259,8 @@ def add_commands(sub: Any) -> None:
                    "timm + DataLoader, effnet's engine + PIL DataLoader, effnet's pipeline fp32/int8, engine only")
     b.add_argument("--workers", type=int, help="--end-to-end: decode processes of every loader (default 2)")
     b.add_argument("--no-int8", action="store_true", help="--end-to-end: leave out the int8 contenders")
+    b.add_argument("--peer-images", type=int, metavar="N",
+                   help="--end-to-end: the DataLoader contenders classify N of the files (evenly spread)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
 

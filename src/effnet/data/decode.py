@@ -27,6 +27,7 @@ Files go through :func:`effnet.data.images.load_image_with_report`'s checks and 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -126,10 +127,23 @@ def _upright(stored: tuple[int, int], decoded: tuple[int, int]) -> tuple[int, in
     return (w, h) if same else (h, w)
 
 
-def normalize_batch(pixels: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """``(N, r, r, 3)`` uint8 → ``(N, 3, r, r)`` float32 ``(x / 255 − mean) / std``: the arithmetic of
-    torchvision's ``ToDtype(scale=True)`` then ``Normalize``, in the same order."""
-    x = pixels.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(1 / 255)
-    mean = np.asarray(pre.mean, np.float32)[None, :, None, None]
-    std = np.asarray(pre.std, np.float32)[None, :, None, None]
-    return np.ascontiguousarray((x - mean) / std)
+def normalize_batch(pixels: np.ndarray, pre: Preprocessing, *, out: np.ndarray | None = None) -> np.ndarray:
+    """``(N, r, r, 3)`` uint8 → ``(N, 3, r, r)`` float32 ``(x / 255 − mean) / std``.
+
+    Through a 256-entry table per channel (the values of torchvision's ``ToDtype(scale=True)`` then
+    ``Normalize`` for every 8-bit level, computed in float32 as they are): one gather per channel
+    instead of four passes of float arithmetic, a quarter of the decode worker's time otherwise.
+    ``out``: a float32 (N, 3, r, r) array to write into (e.g. shared memory, saving a copy).
+    """
+    table = _normalize_table(pre.mean, pre.std)
+    n, h, w, _ = pixels.shape
+    out = np.empty((n, 3, h, w), np.float32) if out is None else out
+    for c in range(3):
+        np.take(table[c], pixels[..., c], out=out[:, c])
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    levels = np.arange(256, dtype=np.float32) * np.float32(1 / 255)
+    return np.stack([(levels - np.float32(m)) / np.float32(s) for m, s in zip(mean, std, strict=True)])

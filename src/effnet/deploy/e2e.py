@@ -86,15 +86,19 @@ def _engine_pass(runner: Any, batches: list[torch.Tensor], split: dict[str, list
     return run
 
 
-def _folder_loader(folder: Path, transform: Any, batch: int, workers: int) -> DataLoader:
+def _folder_loader(folder: Path, transform: Any, batch: int, workers: int, limit: int | None = None) -> DataLoader:
+    from torch.utils.data import Subset
     from torchvision.datasets import ImageFolder
 
-    return DataLoader(ImageFolder(str(folder), transform=transform), batch_size=batch, num_workers=workers,
-                      shuffle=False)
+    data: Any = ImageFolder(str(folder), transform=transform)
+    if limit is not None and limit < len(data):
+        # an evenly spread subset, so that it holds the same mix of pictures as the whole folder
+        data = Subset(data, [round(i * len(data) / limit) for i in range(limit)])
+    return DataLoader(data, batch_size=batch, num_workers=workers, shuffle=False)
 
 
 def end_to_end(model: torch.nn.Module, name: str, folder: str | Path, *, batch: int = 16, workers: int | None = None,
-               rounds: int = 3, int8: bool = True, timm_peer: bool = True,
+               rounds: int = 3, int8: bool = True, timm_peer: bool = True, peer_images: int | None = None,
                workdir: str | Path | None = None) -> list[E2ERow]:
     """Time every contender on every image of ``folder`` (``class/image`` layout), side by side.
 
@@ -104,6 +108,9 @@ def end_to_end(model: torch.nn.Module, name: str, folder: str | Path, *, batch: 
         batch, workers: the batch size of every contender and the decode processes of every loader.
         rounds: interleaved passes over the folder per contender (medians reported).
         int8: include the int8 engine (calibrated on the folder's first 100 images).
+        peer_images: the two DataLoader contenders classify only this many of the files (evenly
+            spread; their images/s is what counts): on a loaded machine timm's eager pass over a
+            1000-image folder takes many minutes.
     """
     from effnet.data import build_transform
     from effnet.deploy.bench import PEERS
@@ -139,10 +146,12 @@ def end_to_end(model: torch.nn.Module, name: str, folder: str | Path, *, batch: 
 
         peer = timm.create_model(timm_name, pretrained=False).eval()
         tf = create_transform(**resolve_data_config({}, model=peer))
-        add("timm eager + DataLoader", lambda s: _timm_pass(peer, _folder_loader(folder, tf, batch, workers), s))
+        add("timm eager + DataLoader",
+            lambda s: _timm_pass(peer, _folder_loader(folder, tf, batch, workers, peer_images), s))
     fp32 = engines["fp32"]
     add("effnet ORT engine + PIL DataLoader",
-        lambda s: _timm_pass(fp32, _folder_loader(folder, build_transform(pre, train=False), batch, workers), s))
+        lambda s: _timm_pass(fp32, _folder_loader(folder, build_transform(pre, train=False), batch, workers,
+                                                  peer_images), s))
     for dtype, runner in engines.items():
         add(f"effnet pipeline {dtype}", lambda s, r=runner: _pipeline_pass(paths, model, r, batch, workers, s))
         add(f"engine only {dtype}", lambda s, r=runner: _engine_pass(r, batches, s))

@@ -133,8 +133,13 @@ class _Collate:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         t = time.perf_counter()
         good = [it for it in items if "pixels" in it]
-        x = (torch.from_numpy(normalize_batch(np.stack([it["pixels"] for it in good]), self.pre)) if good
-             else torch.empty(0))
+        r = self.pre.resolution
+        # Written straight into shared memory: handing the batch to the main process then copies nothing.
+        x = torch.empty((len(good), 3, r, r))
+        if good and torch.utils.data.get_worker_info() is not None:
+            x.share_memory_()
+        for j, it in enumerate(good):
+            normalize_batch(it["pixels"][None], self.pre, out=x[j:j + 1].numpy())
         return {"index": [it["i"] for it in good], "conversions": [it["conversions"] for it in good], "x": x,
                 "errors": [(it["i"], it["error"]) for it in items if "error" in it],
                 "decode": sum(it["decode"] for it in items),
@@ -268,10 +273,24 @@ class _Run:
         self.model += time.perf_counter() - t
         if self.keep:
             self.logits.append(logits)
-        probs, idx = logits.softmax(-1).topk(min(self.top, logits.shape[1]), dim=-1)
+        probs, idx = _top_k(logits.numpy(), self.top)
         for i, conv, p, c in zip(batch["index"], batch["conversions"], probs.tolist(), idx.tolist(), strict=True):
             self.preds.append(FilePrediction(self.files[i], tuple((k, self.names[k], q)
                                                                   for k, q in zip(c, p, strict=True)), conv))
+
+
+def _top_k(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and indices of the ``k`` best classes per row, best first.
+
+    In NumPy, not torch: a torch op in this process wakes torch's OpenMP threads, whose spin-wait
+    then takes CPU from the decode workers (measured: 6 ms of CPU per 16x1000 softmax on 2 cores)."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p = z / z.sum(axis=1, keepdims=True)
+    k = min(k, p.shape[1])
+    idx = np.argpartition(-p, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(p, idx, axis=1), axis=1, kind="stable")
+    idx = np.take_along_axis(idx, order, axis=1)
+    return np.take_along_axis(p, idx, axis=1), idx
 
 
 def _build(model: torch.nn.Module, head: list[dict[str, Any]], *, engine: str, dtype: str,
