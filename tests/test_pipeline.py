@@ -254,3 +254,20 @@ def test_cam_cli_on_several_files(tiny: ConvNet, folder: Path, tmp_path: Path,
                  "--out", str(out)])
     assert code == 0 and sorted(p.name for p in out.iterdir()) == ["img0.npy", "img0.png", "img1.npy", "img1.png"]
     assert capsys.readouterr().out.count("wrote") == 2
+
+
+def test_end_to_end_bench_reports_every_contender_with_ratios(tiny: ConvNet, folder: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from effnet.deploy.e2e import end_to_end
+
+    for cls in ("a", "b"):
+        (folder / cls).mkdir()
+    for i, f in enumerate(sorted(folder.glob("img*"))):
+        f.rename(folder / ("a" if i % 2 else "b") / f.name)
+    rows = {r.label: r for r in end_to_end(tiny, "tiny", folder, batch=4, workers=1, rounds=1, int8=False,
+                                           workdir=folder)}
+    assert set(rows) == {"effnet ORT engine + PIL DataLoader", "effnet pipeline fp32", "engine only fp32"}
+    assert rows["effnet pipeline fp32"].images == 7 and rows["engine only fp32"].ratio_to_engine == 1.0
+    assert set(rows["effnet pipeline fp32"].split) == {"decode (workers)", "preprocess (workers)", "model"}
+    assert rows["effnet pipeline fp32"].ratio_to_engine > 0

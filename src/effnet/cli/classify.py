@@ -31,7 +31,7 @@ def add_pipeline_args(p: argparse.ArgumentParser, *, default_progress: bool = Tr
     """The pipeline's options, shared by predict, eval and cam."""
     g = p.add_argument_group("pipelined inference (docs/inference.md)")
     g.add_argument("--batch-size", type=int, help="images per engine call (16; the reference path: 4 on CPU)")
-    g.add_argument("--workers", type=int, help="decode processes (default: one per core, at most 2; 0: none)")
+    g.add_argument("--workers", type=int, help="decode processes (default: half the cores, 1 on 2 cores; 0: none)")
     g.add_argument("--engine", default="auto", choices=("auto", "onnxruntime", "eager", "compile"),
                    help=f"auto: ONNX Runtime for >= {AUTO_ORT_MIN_FILES} files, the folded eager model below")
     g.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "int8"),

@@ -257,7 +257,7 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--grad-checkpointing", action="store_true", help="with --train: also checkpoint stages")
     b.add_argument("--end-to-end", metavar="DIR", help="classify a folder (class/image layout) file to prediction: "
                    "timm + DataLoader, effnet's engine + PIL DataLoader, effnet's pipeline fp32/int8, engine only")
-    b.add_argument("--workers", type=int, help="--end-to-end: decode processes of every loader (default 2)")
+    b.add_argument("--workers", type=int, help="--end-to-end: decode processes per loader (default: half the cores)")
     b.add_argument("--no-int8", action="store_true", help="--end-to-end: leave out the int8 contenders")
     b.add_argument("--peer-images", type=int, metavar="N",
                    help="--end-to-end: the DataLoader contenders classify N of the files (evenly spread)")

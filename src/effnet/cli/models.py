@@ -316,7 +316,7 @@ def add_commands(sub: Any) -> None:
     c.add_argument("--out", metavar="PREFIX|DIR", help="one image: writes PREFIX.png and PREFIX.npy; several: "
                    "DIR/<name>.png and .npy (default: IMAGE.<method>.png beside each image)")
     c.add_argument("--batch-size", type=int, help="images decoded per worker batch (16)")
-    c.add_argument("--workers", type=int, help="decode processes (default: one per core, at most 2)")
+    c.add_argument("--workers", type=int, help="decode processes (default: half the cores)")
     c.add_argument("--no-draft", dest="draft", action="store_false", help="decode JPEGs at full size")
     c.set_defaults(func=cmd_cam)
 

@@ -114,7 +114,6 @@ def end_to_end(model: torch.nn.Module, name: str, folder: str | Path, *, batch: 
     """
     from effnet.data import build_transform
     from effnet.deploy.bench import PEERS
-    from effnet.deploy.inference import optimize_for_inference
     from effnet.deploy.pipeline import default_workers
     from effnet.weights import default_preprocessing
 
@@ -124,12 +123,8 @@ def end_to_end(model: torch.nn.Module, name: str, folder: str | Path, *, batch: 
     workers = default_workers() if workers is None else workers
     pre = default_preprocessing(model)  # type: ignore[arg-type]
     paths = [p for p, _ in _folder_loader(folder, None, batch, 0).dataset.samples]  # type: ignore[attr-defined]
-    # The engines are verified (and int8 calibrated) on the folder's first real pictures.
     real = _decoded(paths[:max(batch, 100)], pre)
-    engines = {"fp32": optimize_for_inference(model, example=real[:batch], engine="onnxruntime", workdir=workdir)}
-    if int8:
-        engines["int8"] = optimize_for_inference(model, example=real[:batch], dtype="int8", engine="onnxruntime",
-                                                 calibration=real[:100], workdir=workdir)
+    engines = _engines(model, real, batch, int8=int8, workdir=workdir)
     batches = [real[i % len(real):i % len(real) + batch] for i in range(0, len(paths), batch)]
     batches = [b if len(b) == batch else real[:batch] for b in batches]
     labels: dict[str, dict[str, list[float]]] = {}
@@ -159,6 +154,17 @@ def end_to_end(model: torch.nn.Module, name: str, folder: str | Path, *, batch: 
     times = interleaved_times({k: (lambda k=k, fn=fn: counts.__setitem__(k, fn())) for k, fn in calls.items()},
                               rounds=rounds, warmup=0)
     return _rows(times, counts, labels)
+
+
+def _engines(model: torch.nn.Module, real: torch.Tensor, batch: int, *, int8: bool, workdir: Any) -> dict[str, Any]:
+    """The fp32 (and int8) ONNX Runtime engines, verified (int8 calibrated) on the folder's first pictures."""
+    from effnet.deploy.inference import optimize_for_inference
+
+    out = {"fp32": optimize_for_inference(model, example=real[:batch], engine="onnxruntime", workdir=workdir)}
+    if int8:
+        out["int8"] = optimize_for_inference(model, example=real[:batch], dtype="int8", engine="onnxruntime",
+                                             calibration=real[:100], workdir=workdir)
+    return out
 
 
 def _splits() -> dict[str, list[float]]:
