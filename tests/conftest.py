@@ -38,6 +38,9 @@ SLOW = {
     "test_budget_trainer_stops_a_diverging_trial",
     "test_folder_without_train_subfolder_trains_on_a_seeded_held_out_split",
     "test_every_mutated_input_is_accepted_or_refused_by_name", "test_hostile_header_refused_fast_and_small",
+    "test_pipeline_equals_the_eager_path_on_real_photos", "test_workers_are_gone_after_ctrl_c",
+    "test_draft_decoding_of_a_large_jpeg_gives_the_exact_size", "test_onnxruntime_engine_agrees_with_eager",
+    "test_end_to_end_bench_reports_every_contender_with_ratios",
 }
 SLOW_MODELS = ("efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_b8",
                "efficientnet_l2")

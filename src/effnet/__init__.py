@@ -26,6 +26,7 @@ from effnet.spec import HeadSpec, NetworkSpec, StageSpec, StemSpec
 if TYPE_CHECKING:
     from effnet.checkpoint import load_model, save_checkpoint
     from effnet.deploy.inference import optimize_for_inference
+    from effnet.deploy.pipeline import classify
     from effnet.model import ConvNet, FeatureExtractor
     from effnet.registry import create_model
 
@@ -38,6 +39,7 @@ _LAZY = {
     "load_model": "effnet.checkpoint",
     "save_checkpoint": "effnet.checkpoint",
     "optimize_for_inference": "effnet.deploy.inference",
+    "classify": "effnet.deploy.pipeline",
 }
 
 
@@ -52,7 +54,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PAPER_COEFFICIENTS", "Coefficients", "ConvNet", "DataError", "EffnetError", "FeatureExtractor",
-    "HeadSpec", "Multipliers", "NetworkSpec", "SpecError", "StageSpec", "StemSpec", "compound_multipliers",
+    "HeadSpec", "Multipliers", "NetworkSpec", "SpecError", "StageSpec", "StemSpec", "classify", "compound_multipliers",
     "create_model", "estimate_cost", "get_spec", "implied_phi",
     "list_models", "load_model", "optimize_for_inference", "round_channels", "round_repeats", "save_checkpoint",
     "scale_spec",

@@ -35,7 +35,7 @@ from effnet.train.metrics import EvalMetrics, MetricAccumulator
 from effnet.weights import default_preprocessing
 
 __all__ = ["ClassAccuracy", "EvalResult", "Misclassified", "Prediction", "class_names", "default_batch_size",
-           "evaluate_dataset", "evaluate_folder", "predict"]
+           "evaluate_dataset", "evaluate_folder", "folder_result", "predict"]
 
 ImageInput = str | os.PathLike[str] | Image.Image | np.ndarray
 
@@ -176,24 +176,29 @@ def evaluate_folder(model: ConvNet, root: str | os.PathLike[str], *, class_map: 
     pre = preprocessing or default_preprocessing(model)
     dataset = ImageFolderDataset(root, class_map, transform=build_transform(pre, train=False))
     _check_classes(model, class_map, len(dataset.folders))
-    names = list(class_map.names) if class_map is not None else dataset.classes
-    # Predictions can name classes no folder has (a 1000-class model on 100 folders): use the model's names.
-    pred_names = names + class_names(model)[len(names):]
     device = next(model.parameters()).device
     model.eval()
-    acc = MetricAccumulator(model.num_classes)
-    preds, confidences = [], []
     loader = DataLoader(dataset, batch_size=batch_size or default_batch_size(device), num_workers=workers,
                         shuffle=False)
-    for x, y in loader:
-        logits = model(_to_input(x, device))
-        preds.append(acc.update(logits, y)[:, 0])
-        confidences.append(logits.float().softmax(-1).amax(-1).cpu())
+    logits = torch.cat([model(_to_input(x, device)).float().cpu() for x, _ in loader])
+    return folder_result(dataset, logits, class_names(model), skipped=dataset.skipped)
+
+
+def folder_result(dataset: ImageFolderDataset, logits: torch.Tensor, model_names: Sequence[str], *,
+                  skipped: Sequence[tuple[str, str]] = ()) -> EvalResult:
+    """The :class:`EvalResult` of ``logits`` (one row per ``dataset.samples`` entry, in order): shared by
+    this module's loader and the pipelined one (``effnet.deploy.pipeline.evaluate_folder_fast``)."""
+    names = list(dataset.class_map.names) if dataset.class_map is not None else dataset.classes
+    # Predictions can name classes no folder has (a 1000-class model on 100 folders): use the model's names.
+    pred_names = names + list(model_names)[len(names):]
+    acc = MetricAccumulator(logits.shape[1])
+    target = torch.as_tensor(dataset.targets, dtype=torch.long)
+    pred = acc.update(logits, target)[:, 0] if len(target) else torch.empty(0, dtype=torch.long)
+    confidences = logits.softmax(-1).amax(-1) if len(target) else torch.empty(0)
     metrics = acc.result()
-    pred, target = torch.cat(preds), torch.as_tensor(dataset.targets)
     correct = pred == target
     wrong = [Misclassified(path, int(t), names[t], int(p), pred_names[p], float(c))
-             for (path, t), p, c, ok in zip(dataset.samples, pred.tolist(), torch.cat(confidences).tolist(),
+             for (path, t), p, c, ok in zip(dataset.samples, pred.tolist(), confidences.tolist(),
                                             correct.tolist(), strict=True) if not ok]
     per_class = []
     for folder in dataset.folders:
@@ -202,7 +207,7 @@ def evaluate_folder(model: ConvNet, root: str | os.PathLike[str], *, class_map: 
         if mask.any():
             per_class.append(ClassAccuracy(folder, index, names[index], int(correct[mask].sum()), int(mask.sum())))
     return EvalResult(top1=metrics.top1, top5=metrics.top5, num_images=metrics.count, per_class=tuple(per_class),
-                      misclassified=tuple(wrong), skipped=tuple(dataset.skipped), loss=metrics.loss, metrics=metrics)
+                      misclassified=tuple(wrong), skipped=tuple(skipped), loss=metrics.loss, metrics=metrics)
 
 
 @torch.inference_mode()

@@ -76,6 +76,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _threads(args.threads)
     if args.plot:
         output_file(args.plot, "--plot")
+    if args.end_to_end:
+        return _bench_end_to_end(args)
     if args.train:
         from effnet.deploy.trainbench import run_train_bench
 
@@ -125,6 +127,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
                           f"{p['gflops']:.0f}"] for p in family]))
     if args.plot:
         print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _bench_end_to_end(args: argparse.Namespace) -> int:
+    """``effnet bench MODEL --pretrained --end-to-end DIR``: folder → predictions, side by side."""
+    from effnet.deploy.e2e import end_to_end
+    from effnet.deploy.timing import machine_line
+
+    batches = _batches(args.batch if args.batch != "1,16" else "16")
+    if len(batches) != 1:
+        raise EffnetError(f"--batch {args.batch}: --end-to-end takes one batch size, e.g. --batch 16")
+    print(machine_line(), file=sys.stderr)
+    rows = end_to_end(_model(args), args.model, args.end_to_end, batch=batches[0], workers=args.workers,
+                      rounds=args.rounds if args.rounds != 5 else 3, int8=not args.no_int8,
+                      peer_images=args.peer_images)
+    after = machine_line()
+    if args.json:
+        print(json.dumps({"rows": [vars(r) for r in rows], "machine": after}, indent=2))
+        return 0
+    print(f"{args.model} end to end on {args.end_to_end}: batch {batches[0]}, medians of interleaved rounds; {after}")
+    print(table(["contender", "images", "s/pass", "img/s", "x engine only", "x timm", "time split (s/pass)"],
+                [[r.label, r.images, f"{r.seconds:.1f}", f"{r.images_per_s:.1f}", f"{r.ratio_to_engine:.2f}",
+                  f"{r.ratio_to_timm:.2f}", ", ".join(f"{k} {v:.1f}" for k, v in r.split.items())] for r in rows]))
     return 0
 
 
@@ -252,6 +277,12 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--family", default="0:3", help="phi range for --plot (0:3)")
     b.add_argument("--train", action="store_true", help="training step time and memory instead (see --help)")
     b.add_argument("--grad-checkpointing", action="store_true", help="with --train: also checkpoint stages")
+    b.add_argument("--end-to-end", metavar="DIR", help="classify a folder (class/image layout) file to prediction: "
+                   "timm + DataLoader, effnet's engine + PIL DataLoader, effnet's pipeline fp32/int8, engine only")
+    b.add_argument("--workers", type=int, help="--end-to-end: decode processes per loader (default: half the cores)")
+    b.add_argument("--no-int8", action="store_true", help="--end-to-end: leave out the int8 contenders")
+    b.add_argument("--peer-images", type=int, metavar="N",
+                   help="--end-to-end: the DataLoader contenders classify N of the files (evenly spread)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
 

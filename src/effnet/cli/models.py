@@ -17,6 +17,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from effnet.cli.classify import (
+    add_pipeline_args,
+    all_skipped_error,
+    expand_images,
+    pipeline_options,
+    print_run_notes,
+    write_csv,
+)
 from effnet.errors import EffnetError
 from effnet.paths import output_file
 
@@ -85,7 +93,7 @@ def _report_conversion(report: Any) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from effnet.data import BUILTIN_DATASETS
 
-    if (args.batch_size is not None and args.batch_size < 1) or args.workers < 0:
+    if (args.batch_size is not None and args.batch_size < 1) or (args.workers or 0) < 0:
         raise EffnetError(f"--batch-size {args.batch_size} must be >= 1 and --workers {args.workers} >= 0")
     if args.confusion:
         output_file(args.confusion, "--confusion")
@@ -99,12 +107,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from effnet.evaluate import evaluate_folder
 
     class_map = ClassMap.from_arg(args.class_map) if args.class_map else None
+    run = None
     with _notes():
-        r = evaluate_folder(model, args.data, class_map=class_map, batch_size=args.batch_size, workers=args.workers)
+        if args.no_pipeline:
+            r = evaluate_folder(model, args.data, class_map=class_map, batch_size=args.batch_size,
+                                workers=args.workers or 0)
+        else:
+            r, run = _eval_pipelined(args, model, class_map)
+    if run is not None:
+        print_run_notes(run)
+        if args.csv:
+            write_csv(args.csv, run.predictions)
     if args.confusion:
         _plot_folder_confusion(r, args.confusion)
     if args.json:
-        print(json.dumps({"model": model.spec.name, "data": args.data, **r.to_dict()}, indent=2))
+        timing = {} if run is None else {"timing": vars(run.timing), "images_per_s": run.images_per_s,
+                                         "engine": run.engine, "dtype": run.dtype}
+        print(json.dumps({"model": model.spec.name, "data": args.data, **r.to_dict(), **timing}, indent=2))
         return 0
     print(f"{model.spec.name} on {args.data}: {r.num_images} images, {len(r.per_class)} classes"
           + (f", {len(r.skipped)} files skipped" if r.skipped else ""))
@@ -116,6 +135,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.confusion:
         print(f"wrote {args.confusion}")
     return 0
+
+
+def _eval_pipelined(args: argparse.Namespace, model: ConvNet, class_map: Any) -> tuple[Any, Any]:
+    """``effnet eval DIR`` through the pipeline (:func:`effnet.deploy.pipeline.evaluate_folder_fast`)."""
+    from effnet.deploy.pipeline import evaluate_folder_fast
+
+    files = sum(1 for f in Path(args.data).expanduser().rglob("*") if f.is_file())
+    return evaluate_folder_fast(model, args.data, class_map=class_map, top=5, **pipeline_options(args, files))
 
 
 def _print_scores(loss: float, top1: float, top5: float) -> None:
@@ -149,7 +176,7 @@ def _eval_builtin(args: argparse.Namespace, model: ConvNet) -> int:
     seed = args.seed if args.seed is not None else int(stored.get("seed", 0))  # the split the run trained on
     with _notes():
         m, classes = evaluate_dataset(model, args.data, split=args.split, seed=seed, batch_size=args.batch_size,
-                                      workers=args.workers)
+                                      workers=args.workers or 0)
     if args.confusion:
         plot_confusion(m, classes, args.confusion, title=f"{model.spec.name} on {args.data} {args.split}: "
                                                           f"top-1 {m.top1:.2f} %")
@@ -168,46 +195,79 @@ def _eval_builtin(args: argparse.Namespace, model: ConvNet) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from effnet.evaluate import predict
-
     if args.top < 1:
         raise EffnetError(f"--top {args.top} must be >= 1")
     model = _load_model(args)
-    with _notes():
-        preds = predict(model, args.images, top=args.top)
-    for p in preds:
-        _report_conversion(p.report)
+    files = expand_images(args.images)
+    if args.no_pipeline:
+        from effnet.evaluate import predict
+
+        with _notes():
+            preds = predict(model, files, top=args.top, batch_size=args.batch_size)
+        for p in preds:
+            _report_conversion(p.report)
+        rows = [(p.source, p.top) for p in preds]
+    else:
+        from effnet.deploy.pipeline import classify
+
+        with _notes():
+            run = classify(files, model, top=args.top, **pipeline_options(args, len(files)))
+        if not run.predictions:
+            raise all_skipped_error(run.skipped)
+        print_run_notes(run)
+        rows = [(p.path, p.top) for p in run.predictions]
+        if args.csv:
+            write_csv(args.csv, run.predictions)
     if args.json:
-        print(json.dumps([{"image": p.source, "top": [{"index": i, "name": n, "probability": q} for i, n, q in p.top]}
-                          for p in preds], indent=2))
+        print(json.dumps([{"image": f, "top": [{"index": i, "name": n, "probability": q} for i, n, q in top]}
+                          for f, top in rows], indent=2))
         return 0
-    for p in preds:
-        print(p.source)
-        for i, name, q in p.top:
+    for f, top in rows:
+        print(f)
+        for i, name, q in top:
             print(f"  {q:6.3f}  {name} ({i})")
     return 0
 
 
 def cmd_cam(args: argparse.Namespace) -> int:
+    """CAM of each image, written as NAME.METHOD.png and .npy into ``--out DIR`` or the current folder
+    (never inside the ImageFolder tree an image comes from); the files are decoded by the pipeline's
+    workers (:mod:`effnet.deploy.pipeline`)."""
     from effnet.cli.preflight import cam_outputs
 
-    png, npy = cam_outputs(args.image, args.out, args.method)  # before torch: a refused folder fails fast
+    files = expand_images(args.images)
+    outputs = [cam_outputs(f, args.out, args.method) for f in files]  # before torch: a refused folder fails fast
+    from effnet.deploy.pipeline import decoded_batches
+    from effnet.weights import default_preprocessing
 
+    model = _load_model(args)
+    pre = default_preprocessing(model)
+    skipped: list[tuple[str, str]] = []
+    with decoded_batches(files, pre, batch_size=args.batch_size or 16, workers=args.workers,
+                         draft=args.draft) as batches:
+        for batch in batches:
+            skipped += [(files[i], reason) for i, reason in batch["errors"]]
+            for j, i in enumerate(batch["index"]):
+                if batch["conversions"][j]:
+                    print(f"effnet: note: {files[i]} -> RGB ({'; '.join(batch['conversions'][j])})", file=sys.stderr)
+                _write_cam(args, model, pre, batch["x"][j], outputs[i])
+    if len(skipped) == len(files):
+        raise all_skipped_error(skipped)
+    for path, reason in skipped:
+        print(f"effnet: skipped {path}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _write_cam(args: argparse.Namespace, model: ConvNet, pre: Any, x: Any, outputs: tuple[Path, Path]) -> None:
     import numpy as np
     import torch
     from PIL import Image
 
     from effnet.cam import compute_cam, overlay
-    from effnet.data import build_transform, load_image_with_report
     from effnet.evaluate import class_names
-    from effnet.weights import default_preprocessing
 
-    model = _load_model(args)
-    with _notes():
-        image, report = load_image_with_report(args.image)
-    _report_conversion(report)
-    pre = default_preprocessing(model)
-    x = build_transform(pre, train=False)(image)
+    png, npy = outputs
+
     result = compute_cam(model, x, class_idx=args.class_idx, method=args.method, layer=args.layer)
     # Overlay on what the model saw (the resized, center-cropped input), where the map is defined.
     mean, std = torch.tensor(pre.mean)[:, None, None], torch.tensor(pre.std)[:, None, None]
@@ -217,7 +277,6 @@ def cmd_cam(args: argparse.Namespace) -> int:
     name = class_names(model)[result.class_idx]
     print(f"{model.spec.name}: class {result.class_idx} {name} (p={result.probability:.3f}), {args.method} map "
           f"{tuple(result.raw.shape)}; wrote {png} and {npy}")
-    return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -243,26 +302,29 @@ def add_commands(sub: Any) -> None:
     e.add_argument("--class-map", metavar="imagenet|FILE",
                    help="'imagenet' (folders are wnids) or an 'id name' file; default: folders in sorted order")
     e.add_argument("--errors", action="store_true", help="list each misclassified file")
-    e.add_argument("--batch-size", type=int, help="images per forward pass (default: 4 on CPU, 64 on GPU)")
-    e.add_argument("--workers", type=int, default=0, help="data loader processes (0: none)")
     e.add_argument("--json", action="store_true", help="everything, including per-class accuracy, as JSON")
+    add_pipeline_args(e)
     e.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="top classes of images")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="files, folders or quoted glob patterns")
     _add_model_args(p)
     p.add_argument("--top", type=int, default=5, help="classes per image (5)")
     p.add_argument("--json", action="store_true")
+    add_pipeline_args(p)
     p.set_defaults(func=cmd_predict)
 
-    c = sub.add_parser("cam", help="class activation map (CAM or Grad-CAM) of an image")
-    c.add_argument("image", metavar="IMAGE")
+    c = sub.add_parser("cam", help="class activation maps (CAM or Grad-CAM) of images")
+    c.add_argument("images", nargs="+", metavar="IMAGE", help="files, folders or quoted glob patterns")
     _add_model_args(c)
     c.add_argument("--class", dest="class_idx", type=int, help="class index to explain (default: top-1)")
     c.add_argument("--method", choices=("cam", "gradcam"), default="cam")
     c.add_argument("--layer", help="Grad-CAM layer, e.g. stages.5 (default: the last feature map)")
     c.add_argument("--out", metavar="DIR", help="folder for IMAGE-NAME.METHOD.png and .npy (default: the current "
                    "folder; created; never inside the image folder tree the image comes from)")
+    c.add_argument("--batch-size", type=int, help="images decoded per worker batch (16)")
+    c.add_argument("--workers", type=int, help="decode processes (default: half the cores)")
+    c.add_argument("--no-draft", dest="draft", action="store_false", help="decode JPEGs at full size")
     c.set_defaults(func=cmd_cam)
 
     v = sub.add_parser("convert", help="timm / torchvision / lukemelas weights -> an effnet checkpoint")

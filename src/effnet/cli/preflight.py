@@ -10,6 +10,7 @@ into an ImageFolder tree it reads from (a later ``eval`` of that tree would read
 from __future__ import annotations
 
 import argparse
+import glob
 import sys
 from pathlib import Path
 
@@ -42,9 +43,11 @@ def check_inputs(args: argparse.Namespace) -> None:
         value = getattr(args, name, None)
         if isinstance(value, str) and not Path(value).expanduser().is_dir():
             raise _missing(value, flag, "folder")
-    for image in getattr(args, "images", None) or ():
-        if not Path(image).expanduser().is_file():
-            raise _missing(image, "IMAGE", "file")
+    images = getattr(args, "images", None) or ()
+    # Files, folders or glob patterns; a missing one among others is reported as skipped by the
+    # pipeline, but when none can exist there is nothing to do, so fail before torch loads.
+    if images and not any(Path(i).expanduser().exists() or glob.has_magic(i) for i in images):
+        raise _missing(images[0], "IMAGE", "file")
     data = getattr(args, "data", None)
     if isinstance(data, str) and data.strip().lower() not in BUILTIN_DATA and not Path(data).expanduser().is_dir():
         raise EffnetError(f"--data {data!r}: no such folder; pass a folder of class folders or one of "

@@ -20,6 +20,7 @@ import os
 import re
 import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,9 +126,15 @@ def check_image(path: str | os.PathLike[str]) -> ImageReport:
 
 
 def _open_rgb(
-    path: Path, *, exif_transpose: bool, draft: bool, warn: bool
+    path: Path, *, exif_transpose: bool, draft: bool | Callable[[tuple[int, int]], tuple[int, int]], warn: bool
 ) -> tuple[Image.Image, ImageReport]:
-    """Open, decode and convert one file; the shared body of the public functions."""
+    """Open, decode and convert one file; the shared body of the public functions.
+
+    ``draft``: False decodes at full size; True at the smallest JPEG scale (1/8); a function of the
+    stored (width, height) giving a size decodes at the smallest of libjpeg's 1/1, 1/2, 1/4, 1/8
+    scales that is at least that size in both sides (``Image.draft``: the downscale happens in the
+    DCT domain, so most of the decode is skipped). Other formats ignore it. ``report.size`` is
+    always the size stored in the file."""
     require_file(path, DataError, what="file", if_dir="not an image file; pass a file, or use it as a data set",
                  if_empty="copy it again from its source, or delete it")
     try:
@@ -141,7 +148,7 @@ def _open_rgb(
                 if getattr(img, "n_frames", 1) > 1 and img.format != "MPO":  # MPO: camera JPEG + preview
                     steps.append(f"first of {img.n_frames} frames used")
                 if draft:
-                    img.draft(img.mode, (1, 1))
+                    img.draft(img.mode, (1, 1) if draft is True else draft(img.size))
                 img.load()
                 if exif_transpose:
                     orientation = img.getexif().get(0x0112, 1)
