@@ -45,12 +45,13 @@ class DemoPlan:
     workers: int = 2
     cam_images: int = 4
     reference_paper: bool = True  # also compare the paper's (1.2, 1.1, 1.15) at the same MACs
+    depth_rounding: str = "ceil"  # repeats = ceil(d · L) as the official code, or round (docs/sweep.md)
 
 
-def demo_plan(quick: bool = False, workers: int = 2) -> DemoPlan:
+def demo_plan(quick: bool = False, workers: int = 2, depth_rounding: str = "ceil") -> DemoPlan:
     """The full plan (≈ 10–20 min on 2 cores) or ``quick`` (≈ 3 min: a 0.2-step grid of 6 candidates,
     2000 training images, φ ≤ 1, 2 seeds: a check of the pipeline more than an experiment)."""
-    plan = DemoPlan(workers=workers)
+    plan = DemoPlan(workers=workers, depth_rounding=depth_rounding)
     if quick:
         plan = replace(plan, grid=GridSettings(step=0.2, target=2.0, tol=0.1), phis=(0.0, 1.0), seeds=2,
                        budget=Budget(epochs=2, train_images=2000, eval_images=1000, batch_size=64, lr=1e-2))
@@ -73,7 +74,7 @@ def run_demo(out: str | Path, plan: DemoPlan | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     base = resolve_baseline(plan.baseline, depth=plan.depth, width=plan.width, total_stride=plan.total_stride,
-                            resolution=plan.resolution)
+                            resolution=plan.resolution, depth_rounding=plan.depth_rounding)  # type: ignore[arg-type]
     (out / "baseline.json").write_text(json.dumps({"spec": base.to_dict()}, indent=2))
     timings: dict[str, float] = {}
     exp = Experiment(base, plan.data, plan.budget)
