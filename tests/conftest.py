@@ -19,6 +19,7 @@ SLOW = {
     "test_fit_max_train_memory", "test_int8_needs_calibration_and_runs", "test_lite1_lite2_reach_the_reference",
     "test_two_workers_share_a_study_on_a_real_postgresql_server",
     "test_killed_worker_resumes_without_rerunning_finished_trials",
+    "test_killed_sweep_resumes_without_retraining_finished_networks",
 }
 SLOW_MODELS = ("efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_b8",
                "efficientnet_l2")

@@ -132,5 +132,5 @@ def test_a_study_reused_with_another_rounding_is_refused(tmp_path: Path) -> None
 
     open_study(storage, "s", grid, grid_candidates(grid), context("ceil"))
     open_study(storage, "s", grid, grid_candidates(grid), context("ceil"))  # same settings: joins
-    with pytest.raises(EffnetError, match="already exists with a different grid.*baseline"):
+    with pytest.raises(EffnetError, match=r"already exists with a different grid.*baseline"):
         open_study(storage, "s", grid, grid_candidates(grid), context("round"))

@@ -185,7 +185,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(summary_table(report["rows"]))
     w = report["winner"]
     print(f"\nbest: {w['method']} (+{w['lead']:.2f} over {w['runner_up']}"
-          f"{'' if w['separated'] else ', within one std'}); wrote {out}/compare.md, compare.png, cams.png")
+          f"{'' if w['separated'] else ', within one std'}) at {budget.train_images:,} images x {budget.epochs:g} "
+          f"epochs; wrote {out}/compare.md, compare.png, cams.png")
     return 0
 
 
@@ -216,12 +217,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from effnet.search.demo import demo_plan, run_demo
+    from effnet.search.demo import demo_plan, read_first, run_demo
 
     out = Path(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     t = time.time()
     report = run_demo(out, demo_plan(quick=args.quick, workers=args.workers, depth_rounding=args.depth_rounding))
     search, cmp = report["search"], report["compare"]
+    print(read_first(report["plan"]["budget"])[0].replace("**", ""))
     best = search["best"]
     print(f"STEP 1: {search['counts']['COMPLETE']} of {len(search['records'])} candidates completed; best alpha="
           f"{best['alpha']:g} beta={best['beta']:g} gamma={best['gamma']:g} ({best['accuracy']:.2f} %)")

@@ -23,7 +23,7 @@ from effnet.search.grid import GridSettings
 from effnet.textfmt import table
 from effnet.train.budget import Budget
 
-__all__ = ["DemoPlan", "demo_plan", "run_demo"]
+__all__ = ["SWEEP_FINDING", "DemoPlan", "demo_plan", "read_first", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def report_markdown(r: dict[str, Any]) -> str:
     plan, search, cmp = r["plan"], load_result_dict(r["search"]), r["compare"]
     b, best = plan["budget"], search.best
     tm = r["timings"]
-    md = [f"# effnet demo: compound scaling on {plan['data']}", "",
+    md = [f"# effnet demo: compound scaling on {plan['data']}", "", *read_first(b), "",
           f"Baseline: EfficientNet-B0 stage table at depth {plan['depth']:g}, width {plan['width']:g}, total stride "
           f"{plan['total_stride']}, {plan['resolution']} px ({cmp['rows'][0]['macs'] / 1e6:.2f} M MACs). Every network "
           f"is trained identically: {b['train_images']} training images, {b['epochs']:g} epochs, batch "
@@ -135,6 +135,18 @@ def report_markdown(r: dict[str, Any]) -> str:
           "![compare](compare/compare.png)", "", "Class activation maps (seed 0 of each method, same images):", "",
           "![cams](compare/cams.png)", ""]
     return "\n".join(md)
+
+
+SWEEP_FINDING = "SWEEP_FINDING_PLACEHOLDER"
+"""What the training-budget sweep measured (docs/sweep.md): the demo's report and output lead with it."""
+
+
+def read_first(budget: dict[str, Any]) -> list[str]:
+    """The report's first lines: the budget its comparison is about, and what the sweep found about
+    that budget and the larger ones, before any table that could be read as "scaling hurts"."""
+    from effnet.search.compare import budget_statement
+
+    return [f"**Read this first.** {budget_statement(budget)} {SWEEP_FINDING}"]
 
 
 def _compare_md(cmp: dict[str, Any], plan: dict[str, Any]) -> list[str]:

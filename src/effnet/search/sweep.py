@@ -198,17 +198,18 @@ def plan_level(s: SweepSettings, level: float) -> list[SweepArm]:
     targets = sorted({m for opts in options for _p, m in opts if 0.8 * want <= m <= 1.25 * want})
     if not targets:
         raise EffnetError(f"no network reaches {level:g}x the baseline's MACs; use another --macs-levels value")
+
     def score(t: int) -> tuple[float, float]:  # within 8 % for every arm is good enough: then closest to level
         return max(MATCH_TOL, max(abs(_closest(o, t)[1] / t - 1) for o in options)), abs(t / want - 1)
 
     target = min(targets, key=score)
     arms = []
-    for (method, r, c, b), opts in zip(kinds, options, strict=True):
+    for (method, rule, c, b), opts in zip(kinds, options, strict=True):
         p, _m = _closest(opts, target)
         if c is None:
-            arms.append(_arm(method, r, level, Multipliers(**{method: p}), None, b, target))
+            arms.append(_arm(method, rule, level, Multipliers(**{method: p}), None, b, target))
         else:
-            arms.append(_arm(method, r, level, compound_multipliers(p, c), p, b, target))
+            arms.append(_arm(method, rule, level, compound_multipliers(p, c), p, b, target))
     return arms
 
 

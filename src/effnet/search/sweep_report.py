@@ -49,6 +49,10 @@ def _contenders(summary: Sequence[Mapping[str, Any]], rounding: str) -> list[Map
     return [s for s in summary if s["method"] != "baseline" and s["rounding"] in ("-", rounding)]
 
 
+def _seed_winner(arms: Sequence[Mapping[str, Any]], seed: int) -> str:
+    return str(max(arms, key=lambda a: a["accuracies"][seed])["method"])
+
+
 def ordering(summary: Sequence[Mapping[str, Any]], rounding: str, seeds: int) -> dict[str, Any] | None:
     """At one (budget, level): the leader by mean, its lead over the runner-up, how many seeds it wins,
     and whether that is stable (wins ≥ 2/3 of the seeds and leads by more than one standard error) and
@@ -58,7 +62,7 @@ def ordering(summary: Sequence[Mapping[str, Any]], rounding: str, seeds: int) ->
         return None
     ranked = sorted(arms, key=lambda a: -a["mean"])
     first, second = ranked[0], ranked[1]
-    wins = Counter(max(arms, key=lambda a, s=s: a["accuracies"][s])["method"] for s in range(seeds))
+    wins = Counter(_seed_winner(arms, seed) for seed in range(seeds))
     lead = first["mean"] - second["mean"]
     stable = wins[first["method"]] >= math.ceil(2 * seeds / 3) and lead > max(first["se"], second["se"])
     return {"leader": first["method"], "runner_up": second["method"], "lead": lead,
