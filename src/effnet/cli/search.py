@@ -209,7 +209,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for b in budgets:
         print(budget_statement(b.to_dict()), file=sys.stderr)
     report = run_sweep(settings, out, storage=args.storage, prefix=args.study, workers=args.workers,
-                       heartbeat=args.heartbeat, stale_after=args.stale_after, bar=_bar)
+                       heartbeat=args.heartbeat, stale_after=args.stale_after, bar=_bar, train=not args.report_only)
     print((out / "sweep.md").read_text())
     print(f"wrote {out}/sweep.md, sweep.csv, sweep.json, budget_sweep.png, gap.png, fig8.png "
           f"({len(report['rows'])} trained networks)", file=sys.stderr)
@@ -269,6 +269,7 @@ def add_commands(sub: Any) -> None:
     g.add_argument("--heartbeat", type=float, default=10.0, help="seconds between a worker's heartbeats (10)")
     g.add_argument("--stale-after", type=float, default=60.0,
                    help="seconds without heartbeat before a training is retried elsewhere (60)")
+    g.add_argument("--report-only", action="store_true", help="only write the tables and plots of what is finished")
     c.add_argument("--coefficients", metavar="RESULTS.json", help="compound alpha, beta, gamma from a search")
     c.add_argument("--alpha", type=float)
     c.add_argument("--beta", type=float, default=1.0)

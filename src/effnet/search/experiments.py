@@ -182,12 +182,14 @@ def _cams(arms: Sequence[Any], jobs: Sequence[Job], seeds: int, exp: Experiment,
 
 
 def run_sweep(s: SweepSettings, out: Path, *, storage: str | None = None, prefix: str = "sweep", workers: int = 1,
-              heartbeat: float = 10.0, stale_after: float = 60.0, bar: Bar = None) -> dict[str, Any]:
+              heartbeat: float = 10.0, stale_after: float = 60.0, bar: Bar = None,
+              train: bool = True) -> dict[str, Any]:
     """The matched-MACs comparison at every budget of ``s`` (:mod:`effnet.search.sweep`) into ``out``:
     ``sweep.csv``/``sweep.json`` (one row per trained network), ``sweep.md``, ``budget_sweep.png``,
     ``gap.png`` and ``fig8.png``. Each (budget, MACs level) is a study in ``storage`` (default
     ``out/sweep.log``); every study is opened (or its settings checked) before any training, and
-    rerunning the same call resumes: finished networks are not trained again."""
+    rerunning the same call resumes: finished networks are not trained again. ``train=False`` only
+    writes what the storage holds so far (another machine may still be training)."""
     import os
 
     from effnet.search.study import completed_metrics, open_storage, open_study, redact
@@ -210,7 +212,7 @@ def run_sweep(s: SweepSettings, out: Path, *, storage: str | None = None, prefix
     for p in plans:
         open_study(store, p.name, p.grid_doc(), p.candidates(base_macs), study_context(s, p))
     load = [os.getloadavg()]
-    for p in plans:
+    for p in plans if train else []:
         progress = bar(len(p.jobs), p.name) if bar else None
 
         def update(p: Any = p, progress: Any = progress) -> None:

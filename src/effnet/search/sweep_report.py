@@ -20,6 +20,7 @@ __all__ = ["gap", "ordering", "plot_budget_sweep", "plot_fig8", "plot_gap", "sum
 
 SINGLE = ("depth", "width", "resolution")
 COMPOUND = ("compound", "paper")
+REQUIRED = {"depth", "width", "resolution", "paper"}  # the arms a verdict needs
 COLORS = {"baseline": "black", "depth": "tab:orange", "width": "tab:green", "resolution": "tab:purple",
           "compound": "tab:red", "paper": "tab:brown"}
 Key = tuple[str, float, str, str]  # budget, level, method, rounding
@@ -54,19 +55,25 @@ def _seed_winner(arms: Sequence[Mapping[str, Any]], seed: int) -> str:
 
 
 def ordering(summary: Sequence[Mapping[str, Any]], rounding: str, seeds: int) -> dict[str, Any] | None:
-    """At one (budget, level): the leader by mean, its lead over the runner-up, how many seeds it wins,
-    and whether that is stable (wins ≥ 2/3 of the seeds and leads by more than one standard error) and
-    the paper's (a compound arm leads). None until every arm has all ``seeds``."""
+    """At one (budget, level): the leader by mean over the seeds every arm has finished, its lead over
+    the runner-up, how many of those seeds it wins, whether that is stable (all ``seeds`` finished, it
+    wins ≥ 2/3 of them and leads by more than one standard error) and the paper's (a compound arm
+    leads). ``complete`` is False while seeds are missing (a provisional reading); None until depth,
+    width, resolution and the paper's compound each have a seed in common."""
     arms = _contenders(summary, rounding)
-    if len(arms) < 2 or any(a["n"] < seeds for a in arms):
+    common = sorted(set.intersection(*(set(a["accuracies"]) for a in arms))) if arms else []
+    if not {a["method"] for a in arms} >= REQUIRED or not common:
         return None
-    ranked = sorted(arms, key=lambda a: -a["mean"])
+    means = {id(a): statistics.fmean(a["accuracies"][k] for k in common) for a in arms}
+    ranked = sorted(arms, key=lambda a: -means[id(a)])
     first, second = ranked[0], ranked[1]
-    wins = Counter(_seed_winner(arms, seed) for seed in range(seeds))
-    lead = first["mean"] - second["mean"]
-    stable = wins[first["method"]] >= math.ceil(2 * seeds / 3) and lead > max(first["se"], second["se"])
+    wins = Counter(_seed_winner(arms, seed) for seed in common)
+    lead = means[id(first)] - means[id(second)]
+    complete = len(common) >= seeds
+    stable = (complete and wins[first["method"]] >= math.ceil(2 * len(common) / 3)
+              and lead > max(first["se"], second["se"]))
     return {"leader": first["method"], "runner_up": second["method"], "lead": lead,
-            "wins": wins[first["method"]], "seeds": seeds, "stable": stable,
+            "wins": wins[first["method"]], "seeds": len(common), "complete": complete, "stable": stable,
             "paper_order": first["method"] in COMPOUND}
 
 
@@ -99,28 +106,41 @@ def _series(summary: Sequence[Mapping[str, Any]], level: float) -> dict[tuple[st
     return series
 
 
+def _curves(ax: Any, series: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]], x: str, scale: float = 1.0) -> None:
+    """One error-bar line per (arm, rounding): mean ± std over seeds against ``x``; round dashed."""
+    for (method, rounding), ss in series.items():
+        ax.errorbar([s[x] / scale for s in ss], [s["mean"] for s in ss], yerr=[s["std"] for s in ss],
+                    fmt="o" + ("--" if rounding == "round" else "-"), capsize=3, color=COLORS.get(method, "gray"),
+                    label=method + ("" if rounding == "-" else f" ({rounding})"))
+
+
+def _save(fig: Any, ax: Any, path: str | Path, labels: tuple[str, str, str], log_x: bool = False) -> Path:
+    if log_x:
+        ax.set_xscale("log")
+    xlabel, ylabel, title = labels
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+BUDGET_AXIS = "training budget (image-epochs per network)"
+ACC_AXIS = "top-1 on the Fashion-MNIST test set (%)"
+
+
 def plot_budget_sweep(summary: Sequence[Mapping[str, Any]], level: float, path: str | Path) -> Path:
     """Accuracy (mean ± std over seeds) of each arm against the training budget (image-epochs, log
     axis); round-rounded arms dashed."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for (method, rounding), ss in _series(summary, level).items():
-        ax.errorbar([s["image_epochs"] for s in ss], [s["mean"] for s in ss], yerr=[s["std"] for s in ss],
-                    fmt="o" + ("--" if rounding == "round" else "-"), capsize=3, color=COLORS.get(method, "gray"),
-                    label=method + ("" if rounding == "-" else f" ({rounding})"))
-    ax.set_xscale("log")
-    ax.set_xlabel("training budget (image-epochs per network)")
-    ax.set_ylabel("top-1 on the Fashion-MNIST test set (%)")
-    ax.set_title(f"matched MACs (≈ {level:g}× the baseline) across training budgets")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    fig, ax = pyplot().subplots(figsize=(7.5, 4.8))
+    _curves(ax, _series(summary, level), "image_epochs")
+    return _save(fig, ax, path, (BUDGET_AXIS, ACC_AXIS, f"matched MACs (≈ {level:g}× the baseline) across training "
+                                 "budgets"), log_x=True)
 
 
 def plot_gap(summary: Sequence[Mapping[str, Any]], level: float, roundings: Sequence[str], path: str | Path) -> Path:
     """The paper's compound − best single dimension (± one standard error) against the budget."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = pyplot().subplots(figsize=(7, 4.2))
     groups = _by_budget(summary, level)
     for r in roundings:
         pts = [(ss[0]["image_epochs"], g) for ss in groups.values() if (g := gap(ss, r)) is not None]
@@ -128,37 +148,23 @@ def plot_gap(summary: Sequence[Mapping[str, Any]], level: float, roundings: Sequ
             ax.errorbar([p[0] for p in pts], [p[1]["gap"] for p in pts], yerr=[p[1]["se"] for p in pts],
                         fmt="o-" if r == "ceil" else "s--", capsize=4, label=f"depth rounding {r}")
     ax.axhline(0, color="gray", lw=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("training budget (image-epochs per network)")
-    ax.set_ylabel("paper's compound − best single dimension (points)")
-    ax.set_title("above 0: the paper's claim holds at that budget")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return _save(fig, ax, path, (BUDGET_AXIS, "paper's compound − best single dimension (points)",
+                                 "above 0: the paper's claim holds at that budget"), log_x=True)
 
 
 def plot_fig8(summary: Sequence[Mapping[str, Any]], budget: str, path: str | Path) -> Path:
     """Fig. 8 in miniature: accuracy against MACs at one budget, one curve per arm from the baseline
     through each MACs level."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.6))
+    fig, ax = pyplot().subplots(figsize=(7, 4.6))
     at = [s for s in summary if s["budget"] == budget]
     base = [s for s in at if s["method"] == "baseline"]
     series: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for s in at:
         if s["method"] != "baseline":
             series[(s["method"], s["rounding"])].append(s)
-    for (method, rounding), ss in series.items():
-        pts = base + sorted(ss, key=lambda s: s["macs"])
-        ax.errorbar([s["macs"] / 1e6 for s in pts], [s["mean"] for s in pts], yerr=[s["std"] for s in pts],
-                    fmt="o" + ("--" if rounding == "round" else "-"), capsize=3, color=COLORS.get(method, "gray"),
-                    label=method + ("" if rounding == "-" else f" ({rounding})"))
-    ax.set_xlabel("MACs (millions)")
-    ax.set_ylabel("top-1 on the Fashion-MNIST test set (%)")
-    ax.set_title(f"scaling one dimension vs compound at budget {budget} (paper Fig. 8)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    _curves(ax, {k: base + sorted(v, key=lambda s: s["macs"]) for k, v in series.items()}, "macs", 1e6)
+    return _save(fig, ax, path, ("MACs (millions)", ACC_AXIS,
+                                 f"scaling one dimension vs compound at budget {budget} (paper Fig. 8)"))
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
@@ -178,12 +184,13 @@ def _verdict(budget: str, ss: Sequence[Mapping[str, Any]], roundings: Sequence[s
     for r in roundings:
         o, g = ordering(ss, r, seeds), gap(ss, r)
         if o is None:
-            parts.append(f"{r}: incomplete (not every arm has {seeds} seeds yet).")
+            parts.append(f"{r}: not every arm has a finished seed yet.")
             continue
-        kind = "stable" if o["stable"] else "not stable"
+        kind = ("stable" if o["stable"] else "not stable") if o["complete"] else f"provisional: {seeds} seeds asked"
         holds = ("the paper's ordering holds" if o["paper_order"] and o["stable"] else
-                 "a compound arm leads but not stably" if o["paper_order"] else
-                 "the paper's ordering does not hold at this budget")
+                 "a compound arm leads, not yet stably" if o["paper_order"] else
+                 "the paper's ordering does not hold at this budget" if o["complete"] else
+                 "so far the paper's ordering does not hold at this budget")
         gtxt = "" if g is None else (f" Paper's compound − best single dimension ({g['best_single']}): "
                                      f"{g['gap']:+.2f} ± {g['se']:.2f} (SE).")
         parts.append(f"{r}: {o['leader']} leads by {o['lead']:.2f} over {o['runner_up']}, winning {o['wins']} of "
