@@ -137,7 +137,7 @@ def report_markdown(r: dict[str, Any]) -> str:
     return "\n".join(md)
 
 
-SWEEP_FINDING = "SWEEP_FINDING_PLACEHOLDER"
+SWEEP_FINDING = ("The training-budget sweep (docs/sweep.md) measures this comparison at larger budgets.")
 """What the training-budget sweep measured (docs/sweep.md): the demo's report and output lead with it."""
 
 
