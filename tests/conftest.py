@@ -41,6 +41,7 @@ SLOW = {
     "test_pipeline_equals_the_eager_path_on_real_photos", "test_workers_are_gone_after_ctrl_c",
     "test_draft_decoding_of_a_large_jpeg_gives_the_exact_size", "test_onnxruntime_engine_agrees_with_eager",
     "test_end_to_end_bench_reports_every_contender_with_ratios",
+    "test_killed_sweep_resumes_without_retraining_finished_networks",
 }
 SLOW_MODELS = ("efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_b8",
                "efficientnet_l2")

@@ -103,6 +103,9 @@ def test_demo_pipeline_writes_a_report_with_real_pngs(tmp_path: Path, one_thread
         assert (out / png).read_bytes()[:8] == PNG, png
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
     assert "STEP 1" in md and "matched MACs" in md and "<table>" in page and 'src="compare/cams.png"' in page
+    first = md.split("## STEP 1")[0]  # before any table: the budget and what the sweep found (docs/sweep.md)
+    assert "64 training images × 1 epochs" in first and "not about training to convergence" in first
+    assert "docs/sweep.md" in first
     search = report["search"]
     assert search["counts"]["COMPLETE"] == len(search["records"]) >= 4
     assert all(r["metrics"]["macs_ratio"] > 1 for r in search["records"])  # every φ = 1 network costs more

@@ -23,6 +23,7 @@ from effnet.scaling import (
     IDENTITY,
     PAPER_COEFFICIENTS,
     Coefficients,
+    DepthRounding,
     Multipliers,
     compound_multipliers,
     min_phi,
@@ -123,7 +124,7 @@ def smallest_phi(name: str, coeffs: Coefficients = PAPER_COEFFICIENTS) -> float:
 
 
 def get_spec(name: str, *, phi: float | None = None, multipliers: Multipliers | None = None,
-             coeffs: Coefficients = PAPER_COEFFICIENTS) -> NetworkSpec:
+             coeffs: Coefficients = PAPER_COEFFICIENTS, depth_rounding: DepthRounding = "ceil") -> NetworkSpec:
     """The spec of a registered model, optionally scaled further.
 
     Args:
@@ -132,6 +133,8 @@ def get_spec(name: str, *, phi: float | None = None, multipliers: Multipliers | 
             ``efficientnet_b0`` at φ = 1 is B0 × (α, β, γ); ``resnet50`` at φ = 1 scales ResNet-50.
         multipliers: explicit (depth, width, resolution) multipliers instead of φ.
         coeffs: (α, β, γ) for ``phi``; the paper's by default.
+        depth_rounding: ``ceil`` (the official code's, which the B1–B7 presets were built with) or
+            ``round``; it rounds the preset and the extra scaling together and is stored in the spec.
 
     The preset and the extra scaling are multiplied and the baseline is rounded once, as the
     official code does, rather than rounding twice. ``name`` may also be a spec JSON file (see
@@ -157,7 +160,7 @@ def get_spec(name: str, *, phi: float | None = None, multipliers: Multipliers | 
         m = m * multipliers
         suffix = f"@d={_fmt(multipliers.depth)},w={_fmt(multipliers.width)},r={_fmt(multipliers.resolution)}"
     try:
-        spec = scale_spec(entry.baseline(), m, name=name + suffix)
+        spec = scale_spec(entry.baseline(), m, name=name + suffix, depth_rounding=depth_rounding)
     except SpecError as e:
         if phi is None:
             raise

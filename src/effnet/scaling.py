@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 from effnet.errors import SpecError
-from effnet.spec import NetworkSpec, StageSpec
+from effnet.spec import DEPTH_ROUNDINGS, DepthRounding, NetworkSpec, StageSpec
 
-DepthRounding = Literal["ceil", "round"]
+__all__ = ["DEPTH_ROUNDINGS", "IDENTITY", "PAPER_COEFFICIENTS", "Coefficients", "DepthRounding", "Multipliers",
+           "compound_multipliers", "implied_phi", "limit_stride", "min_phi", "round_channels", "round_repeats",
+           "round_resolution", "scale_spec"]
 
 
 def _positive(name: str, value: float, hint: str) -> None:
@@ -144,7 +145,7 @@ def round_repeats(repeats: int, depth_mult: float, mode: DepthRounding = "ceil")
         return math.ceil(repeats * depth_mult)
     if mode == "round":
         return math.floor(repeats * depth_mult + 0.5)
-    raise SpecError(f"depth rounding {mode!r} is unknown; use ceil or round")
+    raise SpecError(f"depth rounding {mode!r} is unknown; use ceil (the official code's) or round")
 
 
 def round_resolution(resolution: int, resolution_mult: float) -> int:
@@ -177,10 +178,14 @@ def scale_spec(
     spec: NetworkSpec,
     m: Multipliers,
     *,
-    depth_rounding: DepthRounding = "ceil",
+    depth_rounding: DepthRounding | None = None,
     name: str | None = None,
 ) -> NetworkSpec:
     """Scale any baseline by (depth, width, resolution) multipliers; returns a new spec.
+
+    ``depth_rounding`` (``ceil`` or ``round``, see :func:`round_repeats`) defaults to the rule the
+    baseline carries (``spec.depth_rounding``, ``ceil`` unless set) and is recorded in the result, so a
+    network scaled with ``round`` keeps scaling with ``round`` and its checkpoint says so.
 
     Works for every stage-based spec (EfficientNet, MobileNetV1/V2, ResNet): it only rewrites
     repeats, stage widths, stem/head widths and resolution; derived widths follow by ratio.
@@ -191,7 +196,10 @@ def scale_spec(
         SpecError: if the result has a stage with no block, or an input smaller than the network's
             total stride (the feature map would be empty), naming the value and the limit.
     """
-    stages = tuple(_scale_stage(i, s, m, spec, depth_rounding) for i, s in enumerate(spec.stages))
+    mode = spec.depth_rounding if depth_rounding is None else depth_rounding
+    if mode not in DEPTH_ROUNDINGS:
+        raise SpecError(f"depth rounding {mode!r} is unknown; use ceil (the official code's) or round")
+    stages = tuple(_scale_stage(i, s, m, spec, mode) for i, s in enumerate(spec.stages))
     resolution = round_resolution(spec.resolution, m.resolution)
     if resolution < spec.total_stride:
         raise SpecError(f"{spec.name}: resolution multiplier {m.resolution:.4g} gives a {resolution} px "
@@ -203,7 +211,7 @@ def scale_spec(
             stem, out_channels=round_channels(stem.out_channels, m.width, spec.divisor, spec.round_limit))
     head = dataclasses.replace(spec.head, channels=_scale_head(spec, m.width))
     return dataclasses.replace(spec, name=name or spec.name, stem=stem, stages=stages, head=head,
-                               resolution=resolution)
+                               resolution=resolution, depth_rounding=mode)
 
 
 def min_phi(spec: NetworkSpec, coeffs: Coefficients = PAPER_COEFFICIENTS) -> float:

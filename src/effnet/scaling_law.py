@@ -17,7 +17,7 @@ from effnet.catalog import get_spec, smallest_phi
 from effnet.errors import SpecError
 from effnet.macs import estimate_cost
 from effnet.paper import TABLE3
-from effnet.scaling import PAPER_COEFFICIENTS, Coefficients, Multipliers, compound_multipliers
+from effnet.scaling import PAPER_COEFFICIENTS, Coefficients, DepthRounding, Multipliers, compound_multipliers
 from effnet.spec import NetworkSpec
 
 
@@ -59,20 +59,23 @@ def _row(name: str, phi: float | None, m: Multipliers, spec: NetworkSpec, base_m
 
 def scaling_report(name: str, phis: Iterable[float] | None = None, *,
                    multipliers: Sequence[Multipliers] | None = None,
-                   coeffs: Coefficients = PAPER_COEFFICIENTS) -> list[ScalingRow]:
+                   coeffs: Coefficients = PAPER_COEFFICIENTS, depth_rounding: DepthRounding = "ceil"
+                   ) -> list[ScalingRow]:
     """Rows for φ in ``phis`` (or for explicit ``multipliers``) applied to model ``name``.
 
-    Ratios are against ``name`` itself (φ = 0), so the theory line is (α·β²·γ²)^φ.
+    Ratios are against ``name`` itself (φ = 0), so the theory line is (α·β²·γ²)^φ; ``depth_rounding``
+    rounds every row's repeats (and the baseline's), ``ceil`` as the official code does.
     """
-    base_macs = estimate_cost(get_spec(name)).macs
+    base_macs = estimate_cost(get_spec(name, depth_rounding=depth_rounding)).macs
     rows = []
     if multipliers is not None:
         for m in multipliers:
-            rows.append(_row(name, None, m, get_spec(name, multipliers=m), base_macs))
+            rows.append(_row(name, None, m, get_spec(name, multipliers=m, depth_rounding=depth_rounding), base_macs))
         return rows
     for phi in phis if phis is not None else range(8):
         m = compound_multipliers(phi, coeffs)
-        rows.append(_row(name, phi, m, get_spec(name, phi=phi, coeffs=coeffs), base_macs))
+        rows.append(_row(name, phi, m, get_spec(name, phi=phi, coeffs=coeffs, depth_rounding=depth_rounding),
+                         base_macs))
     return rows
 
 

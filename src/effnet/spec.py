@@ -32,6 +32,12 @@ HeadPolicy = Literal["scale", "at_least_base", "fixed"]
 """How the head width follows the width multiplier: ``scale`` (EfficientNet: round(1280·w)),
 ``at_least_base`` (MobileNetV2: round(1280·max(1, w))), ``fixed`` (EfficientNet-Lite: 1280)."""
 
+DepthRounding = Literal["ceil", "round"]
+"""How a depth multiplier's ``d · L_i`` becomes a whole number of blocks: ``ceil`` (the official TF
+code's ``round_repeats``) or ``round`` (to nearest, half up). See :func:`effnet.scaling.round_repeats`."""
+
+DEPTH_ROUNDINGS: tuple[str, ...] = ("ceil", "round")
+
 Padding = Literal["symmetric", "same"]
 """``symmetric``: PyTorch's ``(k-1)//2``. ``same``: TensorFlow's SAME, asymmetric for stride 2, needed
 to reproduce weights ported from TF exactly (both give ``ceil(H / stride)`` outputs)."""
@@ -182,6 +188,10 @@ class NetworkSpec:
         divisor: channel rounding unit (8).
         round_limit: the "10 % rule" of ``round_filters``: round up by one divisor if rounding
             lost more than ``1 - round_limit`` of the width.
+        depth_rounding: the rule that turns ``d · L_i`` into whole blocks when this spec is scaled
+            (:data:`DepthRounding`); a scaled spec records the rule its repeats were rounded with, so a
+            checkpoint says how its depth came about. Like ``divisor`` and ``round_limit`` it is a
+            rounding rule, not a layer: two specs that differ only here build the same network.
         bn_eps, bn_momentum: batch norm settings (PyTorch momentum convention: TF's 0.99 is 0.01).
         padding: see :data:`Padding`.
     """
@@ -195,6 +205,7 @@ class NetworkSpec:
     drop_path_rate: float = 0.2
     divisor: int = 8
     round_limit: float = 0.9
+    depth_rounding: DepthRounding = "ceil"
     bn_eps: float = 1e-3
     bn_momentum: float = 0.01
     padding: Padding = "symmetric"
@@ -208,6 +219,8 @@ class NetworkSpec:
         _check(self.divisor >= 1, f"{self.name}.divisor", f"must be >= 1, got {self.divisor}")
         _check(0.0 < self.round_limit <= 1.0, f"{self.name}.round_limit",
                f"must be in (0, 1], got {self.round_limit}")
+        _check(self.depth_rounding in DEPTH_ROUNDINGS, f"{self.name}.depth_rounding",
+               f"unknown depth rounding {self.depth_rounding!r}; use ceil (the official code's) or round")
         _check(self.bn_eps > 0, f"{self.name}.bn_eps", f"must be > 0, got {self.bn_eps}")
         _check(0.0 <= self.bn_momentum <= 1.0, f"{self.name}.bn_momentum",
                f"must be in [0, 1], got {self.bn_momentum}")

@@ -21,7 +21,7 @@ from effnet.cli.models import add_commands
 from effnet.cli.nas import add_commands as add_nas_commands
 from effnet.cli.preflight import check_inputs
 from effnet.cli.search import add_commands as add_search_commands
-from effnet.cli.search import add_scale_options, cmd_scale_train
+from effnet.cli.search import add_rounding_option, add_scale_options, cmd_scale_train
 from effnet.cli.train import add_commands as add_train_commands
 from effnet.errors import EffnetError
 from effnet.macs import estimate_cost
@@ -93,8 +93,8 @@ def _spec_from_args(args: argparse.Namespace) -> NetworkSpec:
         raise EffnetError("give --phi or --depth/--width/--resolution, not both")
     if any(d is not None for d in dims):
         m = Multipliers(*(1.0 if d is None else d for d in dims))
-        return get_spec(args.name, multipliers=m)
-    return get_spec(args.name, phi=args.phi, coeffs=_coeffs(args))
+        return get_spec(args.name, multipliers=m, depth_rounding=args.depth_rounding)
+    return get_spec(args.name, phi=args.phi, coeffs=_coeffs(args), depth_rounding=args.depth_rounding)
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -118,7 +118,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
     p, m = cost.parts["head"]
     rows.append(["head", "conv1x1+pool+fc" if spec.head.channels else "pool+fc", "", "", "", 1,
                  spec.num_features, "1x1", f"{p:,}", human(m)])
-    print(f"{spec.name}: {spec.resolution}x{spec.resolution} input, {spec.num_blocks} blocks, "
+    print(f"{spec.name}: {spec.resolution}x{spec.resolution} input, {spec.num_blocks} blocks "
+          f"(repeats by {spec.depth_rounding}), "
           f"{cost.params:,} params, {human(cost.macs)} MACs, dropout {spec.dropout:g}, "
           f"drop path {spec.drop_path_rate:g}, BN eps {spec.bn_eps:g}, padding {spec.padding}")
     print(table(["part", "op", "stride", "expand", "se", "repeats", "channels", "output", "params", "MACs"], rows))
@@ -133,19 +134,20 @@ def cmd_scale(args: argparse.Namespace) -> int:
     if args.table3:
         return _print_table3(args.json)
     coeffs = _coeffs(args)
-    rows = scaling_report(args.name, parse_phi_range(args.phi), coeffs=coeffs)
+    rounding = args.depth_rounding or "ceil"
+    rows = scaling_report(args.name, parse_phi_range(args.phi), coeffs=coeffs, depth_rounding=rounding)
     if args.json:
         print(json.dumps([r.to_dict() for r in rows], indent=2))
     else:
         print(f"{args.name} scaled with alpha={coeffs.alpha:g} beta={coeffs.beta:g} gamma={coeffs.gamma:g} "
-              f"(alpha*beta^2*gamma^2 = {coeffs.flops_base:.4f})")
+              f"(alpha*beta^2*gamma^2 = {coeffs.flops_base:.4f}), repeats by {rounding}")
         print(table(["phi", "d", "w", "r", "res", "blocks", "widths", "params", "MACs", "MACs x",
                      "theory x", "drift"],
                     [[f"{r.phi:g}", f"{r.depth_mult:.3f}", f"{r.width_mult:.3f}", f"{r.resolution_mult:.3f}",
                       r.resolution, sum(r.repeats), ",".join(map(str, r.widths)), human(r.params), human(r.macs),
                       f"{r.macs_ratio:.2f}", f"{r.theory_ratio:.2f}", f"{100 * r.drift:+.1f}%"] for r in rows]))
         print("\nMACs x: measured growth over phi=0; theory x: (alpha*beta^2*gamma^2)^phi; drift: what the "
-              "official rounding (channels to 8, repeats by ceil) adds (paper footnote 3).")
+              f"rounding (channels to 8, repeats by {rounding}) adds (paper footnote 3).")
     if args.plot:
         from effnet.plots import plot_scaling
 
@@ -206,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--width", type=float, help="explicit width multiplier")
     d.add_argument("--resolution", type=float, help="explicit resolution multiplier")
     d.add_argument("--json", action="store_true")
+    add_rounding_option(d, default="ceil")
     _add_coeffs(d)
     d.set_defaults(func=cmd_describe)
 
@@ -215,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--table3", action="store_true", help="the paper's Table 3: MobileNetV1/V2, ResNet-50")
     s.add_argument("--json", action="store_true")
     s.add_argument("--plot", metavar="FILE.png", help="write MACs and params against phi as a PNG")
+    add_rounding_option(s, default=None)
     _add_coeffs(s)
     add_scale_options(s)
     s.set_defaults(func=cmd_scale)

@@ -12,7 +12,7 @@ from typing import Any
 from effnet.errors import EffnetError
 from effnet.paths import output_dir
 
-__all__ = ["add_commands", "add_scale_options", "cmd_scale_train"]
+__all__ = ["add_commands", "add_rounding_option", "add_scale_options", "cmd_scale_train"]
 
 
 def _bar(total: int, desc: str) -> Any:
@@ -21,7 +21,15 @@ def _bar(total: int, desc: str) -> Any:
     return progress_bar(total, desc, unit="run")
 
 
-def _add_baseline(p: argparse.ArgumentParser, *, optional: bool) -> None:
+def add_rounding_option(p: Any, *, default: str | None, sweep: bool = False) -> None:
+    """``--depth-rounding``: how d · L_i becomes whole blocks (docs/sweep.md)."""
+    extra = (" (default: ceil; with --budgets both, ceil and round, for the depth-bearing arms)" if sweep else
+             f" ({default or 'ceil, or the rule a spec file carries'})")
+    p.add_argument("--depth-rounding", choices=("ceil", "round"), default=default,
+                   help="repeats = ceil(d * L), the official code's, or round(d * L)" + extra)
+
+
+def _add_baseline(p: argparse.ArgumentParser, *, optional: bool, sweep: bool = False) -> None:
     p.add_argument("baseline", nargs="?" if optional else None, default=None,
                    help="registered model or spec JSON file (`effnet describe --json`)")
     g = p.add_argument_group("baseline and training budget (defaults: the demo's CPU-sized baseline)")
@@ -32,10 +40,12 @@ def _add_baseline(p: argparse.ArgumentParser, *, optional: bool) -> None:
     g.add_argument("--data", default="fashion-mnist", help="fashion-mnist | mnist | digits")
     g.add_argument("--epochs", type=float, default=2.0)
     g.add_argument("--train-images", type=int, default=4000)
-    g.add_argument("--eval-images", type=int, default=2000)
+    g.add_argument("--eval-images", type=int, default=None,
+                   help="evaluation images (2000; with --budgets the whole test set)")
     g.add_argument("--batch-size", type=int, default=128)
     g.add_argument("--lr", type=float, default=1.5e-2, help="AdamW learning rate, cosine decay (0.015)")
     g.add_argument("--workers", type=int, default=1, help="training processes, one torch thread each (1)")
+    add_rounding_option(g, default=None, sweep=sweep)
 
 
 def _baseline_and_budget(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -43,8 +53,9 @@ def _baseline_and_budget(args: argparse.Namespace) -> tuple[Any, Any]:
     from effnet.train.budget import Budget
 
     base = resolve_baseline(args.baseline, depth=args.base_depth, width=args.base_width,
-                            total_stride=args.total_stride or None, resolution=args.image_size or None)
-    budget = Budget(epochs=args.epochs, train_images=args.train_images, eval_images=args.eval_images,
+                            total_stride=args.total_stride or None, resolution=args.image_size or None,
+                            depth_rounding=args.depth_rounding)
+    budget = Budget(epochs=args.epochs, train_images=args.train_images, eval_images=args.eval_images or 2000,
                     batch_size=args.batch_size, lr=args.lr)
     return base, budget
 
@@ -117,7 +128,9 @@ def cmd_scale_train(args: argparse.Namespace) -> int:
     result = load_result(args.coefficients)
     best = result.best.candidate
     stored = Experiment.from_dict(result.context)
-    base = stored.baseline if args.name == "-" else resolve_baseline(args.name)
+    base = stored.baseline if args.name == "-" else resolve_baseline(args.name, depth_rounding=args.depth_rounding)
+    if args.depth_rounding:
+        base = base.replace(depth_rounding=args.depth_rounding)
     print(f"{base.name}: alpha={best.alpha:g} beta={best.beta:g} gamma={best.gamma:g} from {args.coefficients} "
           f"(rank 1 of {len(result.completed)} completed)", file=sys.stderr)
     if not args.train:
@@ -152,24 +165,54 @@ def _paper() -> Any:
 def cmd_compare(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from effnet.search.compare import summary_table
+    from effnet.search.compare import budget_statement, summary_table
     from effnet.search.experiments import run_compare
     from effnet.search.trials import Experiment
 
     if args.baseline is None:
         args.baseline = "efficientnet_b0"
+    if args.budgets is not None:
+        return cmd_sweep(args)
     base, budget = _baseline_and_budget(args)
     if args.seeds < 2:
         raise EffnetError(f"--seeds {args.seeds}: mean ± std needs at least 2 seeds (3 recommended)")
     out = output_dir(args.out or time.strftime("runs/compare-%Y%m%d-%H%M%S"))
     exp = Experiment(base, args.data, replace(budget, eval_split="test"))
+    print(budget_statement(exp.budget.to_dict()), file=sys.stderr)
     report = run_compare(exp, _coefficients(args), args.phi, out,
                          seeds=args.seeds, workers=args.workers, cam_images=args.cam_images, bar=_bar,
                          adjust_phi=not args.exact_phi, reference=_paper() if args.reference else None)
     print(summary_table(report["rows"]))
     w = report["winner"]
     print(f"\nbest: {w['method']} (+{w['lead']:.2f} over {w['runner_up']}"
-          f"{'' if w['separated'] else ', within one std'}); wrote {out}/compare.md, compare.png, cams.png")
+          f"{'' if w['separated'] else ', within one std'}) at {budget.train_images:,} images x {budget.epochs:g} "
+          f"epochs; wrote {out}/compare.md, compare.png, cams.png")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``effnet compare --budgets 8k,40k,200k``: the matched-MACs comparison at each budget (docs/sweep.md)."""
+    from effnet.data.datasets import get_dataset
+    from effnet.search.compare import budget_statement
+    from effnet.search.experiments import run_sweep
+    from effnet.search.sweep import SweepSettings, parse_budgets, parse_levels
+
+    base, budget = _baseline_and_budget(args)
+    sizes = [len(get_dataset(args.data, split, seed=0).images) for split in ("train", "test")]  # type: ignore[attr-defined]
+    budgets = parse_budgets(args.budgets, budget, max_images=sizes[0], test_images=args.eval_images or sizes[1])
+    coeffs = _coefficients(args)
+    settings = SweepSettings(base, args.data, tuple(budgets), seeds=args.seeds,
+                             roundings=(args.depth_rounding,) if args.depth_rounding else ("ceil", "round"),
+                             levels=parse_levels(args.macs_levels), coefficients=coeffs if args.coefficients or
+                             args.alpha is not None else None)
+    out = Path(args.out or time.strftime("runs/sweep-%Y%m%d-%H%M%S"))
+    for b in budgets:
+        print(budget_statement(b.to_dict()), file=sys.stderr)
+    report = run_sweep(settings, out, storage=args.storage, prefix=args.study, workers=args.workers,
+                       heartbeat=args.heartbeat, stale_after=args.stale_after, bar=_bar, train=not args.report_only)
+    print((out / "sweep.md").read_text())
+    print(f"wrote {out}/sweep.md, sweep.csv, sweep.json, budget_sweep.png, gap.png, fig8.png "
+          f"({len(report['rows'])} trained networks)", file=sys.stderr)
     return 0
 
 
@@ -195,15 +238,16 @@ def _demo_nas(out: Path, plan: Any, trials: int) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from effnet.search.demo import demo_plan, run_demo
+    from effnet.search.demo import demo_plan, read_first, run_demo
 
     out = output_dir(args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S"))
     t = time.time()
-    plan = demo_plan(quick=args.quick, workers=args.workers)
+    plan = demo_plan(quick=args.quick, workers=args.workers, depth_rounding=args.depth_rounding)
     if args.nas:
         plan = replace(plan, baseline=_demo_nas(out / "nas", plan, args.nas_trials))
     report = run_demo(out, plan)
     search, cmp = report["search"], report["compare"]
+    print(read_first(report["plan"]["budget"])[0].replace("**", ""))
     best = search["best"]
     print(f"STEP 1: {search['counts']['COMPLETE']} of {len(search['records'])} candidates completed; best alpha="
           f"{best['alpha']:g} beta={best['beta']:g} gamma={best['gamma']:g} ({best['accuracy']:.2f} %)")
@@ -235,7 +279,21 @@ def add_commands(sub: Any) -> None:
     s.set_defaults(func=cmd_search)
 
     c = sub.add_parser("compare", help="depth/width/resolution-only vs compound scaling at matched MACs")
-    _add_baseline(c, optional=True)
+    _add_baseline(c, optional=True, sweep=True)
+    g = c.add_argument_group("training-budget sweep (docs/sweep.md)")
+    g.add_argument("--budgets", help="run the comparison at each budget: image-epochs (8k,40k,200k: --epochs epochs "
+                                     "over as many images as that takes, up to the whole training set) or "
+                                     "IMAGESxEPOCHS pairs (4000x2,60000x4); every network on the whole test set")
+    g.add_argument("--macs-levels", default="2,4",
+                   help="MACs targets as multiples of the baseline's: the first at every budget, all at the "
+                        "largest (2,4)")
+    g.add_argument("--storage", help="journal file or postgresql://user@host/db shared by machines "
+                                     "(default OUT/sweep.log)")
+    g.add_argument("--study", default="sweep", help="prefix of the sweep's study names (sweep)")
+    g.add_argument("--heartbeat", type=float, default=10.0, help="seconds between a worker's heartbeats (10)")
+    g.add_argument("--stale-after", type=float, default=60.0,
+                   help="seconds without heartbeat before a training is retried elsewhere (60)")
+    g.add_argument("--report-only", action="store_true", help="only write the tables and plots of what is finished")
     c.add_argument("--coefficients", metavar="RESULTS.json", help="compound alpha, beta, gamma from a search")
     c.add_argument("--alpha", type=float)
     c.add_argument("--beta", type=float, default=1.0)
@@ -259,4 +317,5 @@ def add_commands(sub: Any) -> None:
                    help="step 0 first: search the baseline (`effnet nas`, TPE beside random search), then run the "
                         "demo from the found baseline.json (docs/nas.md)")
     d.add_argument("--nas-trials", type=int, default=8, help="trials per strategy of the --nas step (8)")
+    add_rounding_option(d, default="ceil")
     d.set_defaults(func=cmd_demo)

@@ -24,8 +24,8 @@ from effnet.scaling import Coefficients, Multipliers, compound_multipliers, roun
 from effnet.spec import NetworkSpec
 from effnet.textfmt import human, table
 
-__all__ = ["METHODS", "Arm", "choose_phi", "match_compound", "match_single", "plan_arms", "plot_compare", "summarize",
-           "summary_table"]
+__all__ = ["METHODS", "MIN_PHI_PCT", "Arm", "budget_statement", "candidates_of", "choose_phi", "match_compound",
+           "match_single", "plan_arms", "plot_compare", "summarize", "summary_table"]
 
 METHODS = ("baseline", "depth", "width", "resolution", "compound")
 
@@ -34,16 +34,21 @@ def _macs(spec: NetworkSpec) -> int:
     return estimate_cost(spec, num_classes=10, in_chans=1).macs
 
 
-def _candidates(base: NetworkSpec, dim: str, max_mult: float) -> list[float]:
+MIN_PHI_PCT = 50
+"""The smallest φ (in hundredths) a compound arm is matched at: see :func:`match_compound`."""
+
+
+def candidates_of(base: NetworkSpec, dim: str, max_mult: float) -> list[float]:
     """Multipliers at which the rounded network can change: every whole pixel count (resolution),
-    every k / repeats (depth: ceil steps there), a 0.01 grid (width: channels round to 8)."""
+    every k / repeats (depth by ceil; (k + ½) / repeats by round), a 0.01 grid (width: channels round to 8)."""
     if dim == "resolution":
         top = round_resolution(base.resolution, max_mult)
         return [px / base.resolution for px in range(base.resolution, top + 1)]
-    if dim == "depth":
-        steps = {k / s.repeats for s in base.stages if s.scale_depth
+    if dim == "depth":  # ceil steps at k / L, round steps at (k + 0.5) / L
+        half = 0.5 if base.depth_rounding == "round" else 0.0
+        steps = {(k + half) / s.repeats for s in base.stages if s.scale_depth
                  for k in range(s.repeats, int(s.repeats * max_mult) + 1)}
-        return sorted(steps)
+        return sorted(steps | {1.0})
     return [1 + k / 100 for k in range(int((max_mult - 1) * 100) + 1)]
 
 
@@ -53,7 +58,7 @@ def match_single(base: NetworkSpec, target_macs: int, dim: str, *, max_mult: flo
     if dim not in ("depth", "width", "resolution"):
         raise EffnetError(f"dimension {dim!r}: use depth, width or resolution")
     best, best_err = Multipliers(), float("inf")
-    for m in _candidates(base, dim, max_mult):
+    for m in candidates_of(base, dim, max_mult):
         mult = Multipliers(**{dim: m})
         err = abs(_macs(scale_spec(base, mult)) / target_macs - 1)
         if err < best_err - 1e-12:
@@ -79,7 +84,7 @@ class Arm:
                 "blocks": self.spec.num_blocks, "widths": [s.out_channels for s in self.spec.stages]}
 
 
-def match_compound(base: NetworkSpec, target_macs: int, coeffs: Coefficients, *, min_phi: float = 0.5,
+def match_compound(base: NetworkSpec, target_macs: int, coeffs: Coefficients, *, min_phi: float = MIN_PHI_PCT / 100,
                    max_phi: float = 4.0) -> float:
     """The φ in [``min_phi``, ``max_phi``] (step 0.01) at which ``coeffs`` scale ``base`` to the MACs
     closest to ``target_macs``. The floor keeps it a compound network: at φ → 0 ceil on repeats still
@@ -147,6 +152,15 @@ def winner(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     lead = first["mean"] - second["mean"]
     return {"method": first["method"], "runner_up": second["method"], "lead": lead,
             "separated": lead > max(first["std"], second["std"])}
+
+
+def budget_statement(b: Mapping[str, Any]) -> str:
+    """The sentence every comparison report states (``b``: a ``Budget.to_dict()``): the budget its
+    conclusions are about. The paper trains every network to convergence (§5); a fixed small budget
+    favours the networks that learn fastest, so a ranking holds for that budget only (docs/sweep.md)."""
+    return (f"Budget: {b['train_images']:,} training images × {b['epochs']:g} epochs = "
+            f"{b['train_images'] * b['epochs']:,.0f} image-epochs per network, batch {b['batch_size']}; the "
+            "conclusions are about this budget, not about training to convergence.")
 
 
 def summary_table(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -23,7 +23,7 @@ from effnet.search.grid import GridSettings
 from effnet.textfmt import table
 from effnet.train.budget import Budget
 
-__all__ = ["DemoPlan", "demo_plan", "run_demo"]
+__all__ = ["SWEEP_FINDING", "DemoPlan", "demo_plan", "read_first", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,13 @@ class DemoPlan:
     workers: int = 2
     cam_images: int = 4
     reference_paper: bool = True  # also compare the paper's (1.2, 1.1, 1.15) at the same MACs
+    depth_rounding: str = "ceil"  # repeats = ceil(d · L) as the official code, or round (docs/sweep.md)
 
 
-def demo_plan(quick: bool = False, workers: int = 2) -> DemoPlan:
+def demo_plan(quick: bool = False, workers: int = 2, depth_rounding: str = "ceil") -> DemoPlan:
     """The full plan (≈ 10–20 min on 2 cores) or ``quick`` (≈ 3 min: a 0.2-step grid of 6 candidates,
     2000 training images, φ ≤ 1, 2 seeds: a check of the pipeline more than an experiment)."""
-    plan = DemoPlan(workers=workers)
+    plan = DemoPlan(workers=workers, depth_rounding=depth_rounding)
     if quick:
         plan = replace(plan, grid=GridSettings(step=0.2, target=2.0, tol=0.1), phis=(0.0, 1.0), seeds=2,
                        budget=Budget(epochs=2, train_images=2000, eval_images=1000, batch_size=64, lr=1e-2))
@@ -73,7 +74,7 @@ def run_demo(out: str | Path, plan: DemoPlan | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     base = resolve_baseline(plan.baseline, depth=plan.depth, width=plan.width, total_stride=plan.total_stride,
-                            resolution=plan.resolution)
+                            resolution=plan.resolution, depth_rounding=plan.depth_rounding)  # type: ignore[arg-type]
     (out / "baseline.json").write_text(json.dumps({"spec": base.to_dict()}, indent=2))
     timings: dict[str, float] = {}
     exp = Experiment(base, plan.data, plan.budget)
@@ -113,7 +114,7 @@ def report_markdown(r: dict[str, Any]) -> str:
     plan, search, cmp = r["plan"], load_result_dict(r["search"]), r["compare"]
     b, best = plan["budget"], search.best
     tm = r["timings"]
-    md = [f"# effnet demo: compound scaling on {plan['data']}", "",
+    md = [f"# effnet demo: compound scaling on {plan['data']}", "", *read_first(b), "",
           f"Baseline: EfficientNet-B0 stage table at depth {plan['depth']:g}, width {plan['width']:g}, total stride "
           f"{plan['total_stride']}, {plan['resolution']} px ({cmp['rows'][0]['macs'] / 1e6:.2f} M MACs). Every network "
           f"is trained identically: {b['train_images']} training images, {b['epochs']:g} epochs, batch "
@@ -134,6 +135,24 @@ def report_markdown(r: dict[str, Any]) -> str:
           "![compare](compare/compare.png)", "", "Class activation maps (seed 0 of each method, same images):", "",
           "![cams](compare/cams.png)", ""]
     return "\n".join(md)
+
+
+SWEEP_FINDING = (
+    "No budget this machine can afford is yet known to reproduce the paper's ordering. At the full demo's budget "
+    "(4,000 images × 2 epochs) the training-budget sweep (docs/sweep.md: 2 seeds, 10,000 test images) ranks "
+    "resolution-only first (76.97 %) and the paper's compound (1.2, 1.1, 1.15) at the same MACs below the unscaled "
+    "baseline (74.52 %): 64.66 % with depth rounded by ceil, 73.38 % by round, so rounding explains 8.7 of its "
+    "12.3-point gap to resolution and the rest remains. Larger budgets are not measured yet (`effnet compare "
+    "--budgets 8k,40k,200k`); read the tables below as a statement about this budget.")
+"""What the training-budget sweep measured (docs/sweep.md): the demo's report and output lead with it."""
+
+
+def read_first(budget: dict[str, Any]) -> list[str]:
+    """The report's first lines: the budget its comparison is about, and what the sweep found about
+    that budget and the larger ones, before any table that could be read as "scaling hurts"."""
+    from effnet.search.compare import budget_statement
+
+    return [f"**Read this first.** {budget_statement(budget)} {SWEEP_FINDING}"]
 
 
 def _compare_md(cmp: dict[str, Any], plan: dict[str, Any]) -> list[str]:

@@ -9,16 +9,29 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from effnet.macs import estimate_cost
 from effnet.scaling import Coefficients, Multipliers, compound_multipliers, scale_spec
-from effnet.search.compare import cam_grid, choose_phi, plan_arms, plot_compare, summarize, summary_table, winner
+from effnet.search.compare import (
+    budget_statement,
+    cam_grid,
+    choose_phi,
+    plan_arms,
+    plot_compare,
+    summarize,
+    summary_table,
+    winner,
+)
 from effnet.search.grid import Candidate, GridSettings, SearchResult, grid_candidates
 from effnet.search.report import plot_search, search_table
 from effnet.search.trials import Experiment, Job, job_key, run_jobs
+
+if TYPE_CHECKING:
+    from effnet.search.sweep import SweepSettings
 from effnet.textfmt import table
 
-__all__ = ["prepare_search", "run_compare", "run_family", "run_search_step"]
+__all__ = ["prepare_search", "run_compare", "run_family", "run_search_step", "run_sweep"]
 
 Bar = Callable[[int, str], Any] | None
 
@@ -138,12 +151,16 @@ def run_compare(exp: Experiment, coeffs: Coefficients, phi: float, out: Path, *,
     rows = summarize(arms, acc)
     report = {"phi": phi, "phi_asked": asked, "coefficients": [coeffs.alpha, coeffs.beta, coeffs.gamma], "seeds": seeds,
               "reference": None if reference is None else [reference.alpha, reference.beta, reference.gamma],
-              "budget": exp.budget.to_dict(), "rows": rows, "winner": winner(rows)}
+              "budget": exp.budget.to_dict(), "depth_rounding": base.depth_rounding, "rows": rows,
+              "winner": winner(rows)}
     (out / "compare.json").write_text(json.dumps(report, indent=2))
-    (out / "compare.md").write_text(summary_table(rows) + "\n")
+    (out / "compare.md").write_text(budget_statement(exp.budget.to_dict()) + f" Depth rounding: "
+                                    f"{base.depth_rounding}.\n\n" + summary_table(rows) + "\n")
+    b = exp.budget
     plot_compare(rows, out / "compare.png", family=family,
                  title=f"matched MACs at φ = {phi:g} (compound α={coeffs.alpha:g}, β={coeffs.beta:g}, "
-                       f"γ={coeffs.gamma:g}), {seeds} seeds")
+                       f"γ={coeffs.gamma:g}), {seeds} seeds\nbudget {b.train_images:,} images × {b.epochs:g} epochs, "
+                       f"repeats by {base.depth_rounding}")
     if cam_images > 0:
         _cams(arms, jobs, seeds, exp, cache, cam_images, out / "cams.png")
     return report
@@ -162,3 +179,67 @@ def _cams(arms: Sequence[Any], jobs: Sequence[Job], seeds: int, exp: Experiment,
         model.load_state_dict(torch.load(cache / f"{job_key(jobs[i * seeds])}.pt", weights_only=True))
         models[arm.method] = model.eval()
     cam_grid(models, arrays.eval_x[:n], [int(y) for y in arrays.eval_y[:n]], arrays.classes, path)
+
+
+def run_sweep(s: SweepSettings, out: Path, *, storage: str | None = None, prefix: str = "sweep", workers: int = 1,
+              heartbeat: float = 10.0, stale_after: float = 60.0, bar: Bar = None,
+              train: bool = True) -> dict[str, Any]:
+    """The matched-MACs comparison at every budget of ``s`` (:mod:`effnet.search.sweep`) into ``out``:
+    ``sweep.csv``/``sweep.json`` (one row per trained network), ``sweep.md``, ``budget_sweep.png``,
+    ``gap.png`` and ``fig8.png``. Each (budget, MACs level) is a study in ``storage`` (default
+    ``out/sweep.log``); every study is opened (or its settings checked) before any training, and
+    rerunning the same call resumes: finished networks are not trained again. ``train=False`` only
+    writes what the storage holds so far (another machine may still be training)."""
+    import os
+
+    from effnet.search.study import completed_metrics, open_storage, open_study, redact
+    from effnet.search.sweep import study_context, study_plans, sweep_evaluator, sweep_rows
+    from effnet.search.sweep_report import (
+        plot_budget_sweep,
+        plot_fig8,
+        plot_gap,
+        summarize_sweep,
+        sweep_document,
+        write_csv,
+    )
+    from effnet.search.trials import run_study_workers
+
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or str(out / "sweep.log")
+    store = open_storage(url)
+    plans = study_plans(s, prefix)
+    base_macs = estimate_cost(s.baseline, num_classes=10, in_chans=1).macs
+    for p in plans:
+        open_study(store, p.name, p.grid_doc(), p.candidates(base_macs), study_context(s, p))
+    load = [os.getloadavg()]
+    for p in plans if train else []:
+        progress = bar(len(p.jobs), p.name) if bar else None
+
+        def update(p: Any = p, progress: Any = progress) -> None:
+            if progress is not None:
+                progress.n = len(completed_metrics(store, p.name))
+                progress.refresh()
+
+        try:
+            run_study_workers(url, p.name, sweep_evaluator, workers=workers, heartbeat=heartbeat,
+                              stale_after=stale_after, on_progress=update)
+        finally:
+            if progress is not None:
+                progress.close()
+    load.append(os.getloadavg())
+    rows = sweep_rows(plans, [completed_metrics(store, p.name) for p in plans])
+    summary = summarize_sweep(rows)
+    import torch
+
+    report = {"settings": s.to_dict(), "studies": [p.name for p in plans], "storage": redact(url),
+              "load_average": load, "cpu": f"{os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}",
+              "workers": workers, "rows": rows, "summary": summary}
+    (out / "sweep.json").write_text(json.dumps(report, indent=2))
+    write_csv(rows, out / "sweep.csv")
+    (out / "sweep.md").write_text(sweep_document(report))
+    if summary:
+        plot_budget_sweep(summary, s.levels[0], out / "budget_sweep.png")
+        plot_gap(summary, s.levels[0], s.roundings, out / "gap.png")
+        top = max(summary, key=lambda r: r["image_epochs"])["budget"]
+        plot_fig8(summary, top, out / "fig8.png")
+    return report

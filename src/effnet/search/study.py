@@ -35,8 +35,8 @@ from typing import Any
 from effnet.errors import EffnetError
 from effnet.search.grid import Candidate, GridSettings, SearchResult, TrialRecord, rank_records
 
-__all__ = ["Evaluator", "collect", "open_doc_study", "open_storage", "open_study", "redact", "run_sampled_worker",
-           "run_worker"]
+__all__ = ["Evaluator", "collect", "completed_metrics", "open_doc_study", "open_storage", "open_study", "redact",
+           "run_sampled_worker", "run_worker"]
 
 Evaluator = Callable[[Candidate], float | Mapping[str, Any]]
 GRID_ATTR, QUEUED_ATTR, BEAT_ATTR = "effnet.grid", "effnet.queued", "effnet.heartbeat"
@@ -134,9 +134,10 @@ def _rdb_storage(url: str) -> Any:
     raise AssertionError("unreachable")
 
 
-def _grid_doc(grid: GridSettings, candidates: list[Candidate], context: Mapping[str, Any]) -> dict[str, Any]:
-    return {"version": 1, "grid": asdict(grid), "candidates": [c.to_dict() for c in candidates],
-            "context": dict(context)}
+def _grid_doc(grid: GridSettings | Mapping[str, Any], candidates: list[Candidate],
+              context: Mapping[str, Any]) -> dict[str, Any]:
+    return {"version": 1, "grid": asdict(grid) if isinstance(grid, GridSettings) else dict(grid),
+            "candidates": [c.to_dict() for c in candidates], "context": dict(context)}
 
 
 def _differences(stored: Mapping[str, Any], asked: Mapping[str, Any]) -> str:
@@ -162,11 +163,14 @@ def _wait_for(storage: Any, study_id: int, key: str, timeout: float) -> Any:
         time.sleep(0.2)
 
 
-def open_study(storage: Any, name: str, grid: GridSettings | None = None, candidates: list[Candidate] | None = None,
+def open_study(storage: Any, name: str, grid: GridSettings | Mapping[str, Any] | None = None,
+               candidates: list[Candidate] | None = None,
                context: Mapping[str, Any] | None = None, *, queue_timeout: float = 30.0) -> dict[str, Any]:
     """Create study ``name`` with its grid queued, or join it; returns the stored grid document.
 
-    Joining without a grid adopts the stored one (``effnet search --storage S --study NAME``).
+    Joining without a grid adopts the stored one (``effnet search --storage S --study NAME``). Other
+    experiments queue their own trials the same way: ``grid`` may be any JSON mapping that describes
+    them (the training-budget sweep's, :mod:`effnet.search.sweep`), each trial a numbered ``Candidate``.
 
     Raises:
         EffnetError: the study exists with a different grid or context (it is left untouched), or it
@@ -450,3 +454,15 @@ def collect(storage: Any, name: str) -> SearchResult:
                                    t.user_attrs.get("metrics") or {}, t.user_attrs.get("error"), started,
                                    t.user_attrs.get("worker")))
     return SearchResult(name, GridSettings(**doc["grid"]), doc["context"], rank_records(records))
+
+
+def completed_metrics(storage: Any, name: str) -> dict[int, dict[str, Any]]:
+    """The metrics of every COMPLETE trial of study ``name`` by its candidate index (retries of one
+    candidate are one entry); candidates not finished yet are absent."""
+    from optuna.trial import TrialState
+
+    study_id = storage.get_study_id_from_name(name)
+    return {int(t.user_attrs["grid_id"]): dict(t.user_attrs.get("metrics") or {})
+            | {"worker": t.user_attrs.get("worker"), "trial": t.number}
+            for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+            if "grid_id" in t.user_attrs}

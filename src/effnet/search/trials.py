@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 from effnet.catalog import MODELS, get_spec, load_spec_file
 from effnet.errors import EffnetError
-from effnet.scaling import Multipliers, limit_stride, scale_spec
+from effnet.scaling import DepthRounding, Multipliers, limit_stride, scale_spec
 from effnet.search.grid import Candidate
 from effnet.spec import NetworkSpec
 
 if TYPE_CHECKING:
     from effnet.train.budget import Budget, ImageArrays
 
-__all__ = ["Experiment", "Job", "job_key", "resolve_baseline", "run_jobs", "run_search_workers", "run_worker_processes",
-           "search_evaluator"]
+__all__ = ["EvaluatorFactory", "Experiment", "Job", "job_key", "resolve_baseline", "run_jobs", "run_search_workers",
+           "run_study_workers", "run_worker_processes", "search_evaluator", "train_one"]
 
 _ARRAYS: dict[tuple[str, Budget, int], ImageArrays] = {}  # per process, loaded once per (data, budget, seed)
 
@@ -90,15 +90,18 @@ class Experiment:
 
 
 def resolve_baseline(name: str, *, depth: float = 1.0, width: float = 1.0, total_stride: int | None = None,
-                     resolution: int | None = None) -> NetworkSpec:
+                     resolution: int | None = None, depth_rounding: DepthRounding | None = None) -> NetworkSpec:
     """A baseline from a registered name or a spec JSON file (``NetworkSpec.to_dict()``, or the
     ``{"spec": ...}`` that ``effnet describe --json`` prints), optionally shrunk and adapted to small
     images. Depth/width here *define* the baseline; scaling then starts from it (as B0 is the
-    paper's baseline, §4)."""
+    paper's baseline, §4). ``depth_rounding`` (None: the spec's own, ``ceil`` for registered models)
+    rounds the baseline's own depth and every network scaled from it."""
     if name in MODELS:
-        spec = get_spec(name, multipliers=Multipliers(depth, width) if (depth, width) != (1, 1) else None)
+        spec = get_spec(name, multipliers=Multipliers(depth, width) if (depth, width) != (1, 1) else None,
+                        depth_rounding=depth_rounding or "ceil")
     else:
         spec = load_spec_file(name)
+        spec = spec if depth_rounding is None else spec.replace(depth_rounding=depth_rounding)
         if (depth, width) != (1, 1):
             spec = scale_spec(spec, Multipliers(depth, width))
     if total_stride:
@@ -203,12 +206,15 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, cache: str | Path | None 
     return [results[k] for k in keys]
 
 
-def _search_process(url: str, study: str, heartbeat: float, stale_after: float) -> None:
+def _search_evaluator_of(storage: Any, study: str) -> Callable[[Candidate], dict[str, Any]]:
+    return search_evaluator(_stored_experiment(storage, study))
+
+
+def _worker_process(url: str, study: str, make: EvaluatorFactory, heartbeat: float, stale_after: float) -> None:
     from effnet.search.study import open_storage, run_worker
 
     storage = open_storage(url)
-    run_worker(storage, study, search_evaluator(_stored_experiment(storage, study)), heartbeat=heartbeat,
-               stale_after=stale_after)
+    run_worker(storage, study, make(storage, study), heartbeat=heartbeat, stale_after=stale_after)
 
 
 def _stored_experiment(storage: Any, study: str) -> Experiment:
@@ -217,23 +223,27 @@ def _stored_experiment(storage: Any, study: str) -> Experiment:
     return Experiment.from_dict(attrs["effnet.grid"]["context"])
 
 
-def run_search_workers(url: str, study: str, *, workers: int = 1, heartbeat: float = 10.0, stale_after: float = 60.0,
-                       on_progress: Callable[[Any], None] | None = None) -> int:
-    """Run ``workers`` search workers on an existing study until it is done; in-process when 1, else
-    that many processes (each a full worker: they coordinate through the storage alone).
-    ``on_progress(result)`` gets the collected study state every second. Returns the worker count."""
-    from effnet.search.study import collect, open_storage, run_worker
+EvaluatorFactory = Callable[[Any, str], Callable[[Candidate], dict[str, Any]]]
+"""(storage, study name) → the evaluator of that study's queued trials, built from what the study stores."""
 
-    storage = open_storage(url)
-    poll = None if on_progress is None else (lambda: on_progress(collect(storage, study)))
+
+def run_study_workers(url: str, study: str, make: EvaluatorFactory, *, workers: int = 1, heartbeat: float = 10.0,
+                      stale_after: float = 60.0, on_progress: Callable[[], None] | None = None) -> int:
+    """Run ``workers`` workers on an existing study until it is done; in-process when 1, else that many
+    forked processes (each a full worker: they coordinate through the storage alone, so more can join
+    from other machines). ``on_progress()`` is called after each trial (in-process) or every second.
+    Returns the worker count."""
+    from effnet.search.study import open_storage, run_worker
+
     if workers <= 1:
-        exp = _stored_experiment(storage, study)
-        if poll is not None:
-            poll()  # a resumed study starts where it stopped
-        run_worker(storage, study, search_evaluator(exp), heartbeat=heartbeat, stale_after=stale_after,
-                   on_trial=(lambda _c, _o: poll()) if poll else None)
+        storage = open_storage(url)
+        if on_progress is not None:
+            on_progress()  # a resumed study starts where it stopped
+        run_worker(storage, study, make(storage, study), heartbeat=heartbeat, stale_after=stale_after,
+                   on_trial=(lambda _c, _o: on_progress()) if on_progress else None)
         return 1
-    return run_worker_processes(workers, lambda: _search_process(url, study, heartbeat, stale_after), poll)
+    return run_worker_processes(workers, lambda: _worker_process(url, study, make, heartbeat, stale_after),
+                                on_progress)
 
 
 def _in_worker(work: Callable[[], None]) -> None:
@@ -264,6 +274,18 @@ def run_worker_processes(workers: int, work: Callable[[], None], poll: Callable[
         poll()
     bad = [p.exitcode for p in procs if p.exitcode]
     if bad:
-        raise EffnetError(f"{len(bad)} of {workers} search workers exited with codes {bad}; the study keeps what "
+        raise EffnetError(f"{len(bad)} of {workers} workers exited with codes {bad}; the study keeps what "
                           "finished: rerun the same command to resume it")
     return workers
+
+
+def run_search_workers(url: str, study: str, *, workers: int = 1, heartbeat: float = 10.0, stale_after: float = 60.0,
+                       on_progress: Callable[[Any], None] | None = None) -> int:
+    """Run ``workers`` search workers on an existing study until it is done (:func:`run_study_workers`
+    with STEP 1's evaluator). ``on_progress(result)`` gets the collected study state. Returns the worker count."""
+    from effnet.search.study import collect, open_storage
+
+    storage = open_storage(url)
+    report = None if on_progress is None else (lambda: on_progress(collect(storage, study)))
+    return run_study_workers(url, study, _search_evaluator_of, workers=workers, heartbeat=heartbeat,
+                             stale_after=stale_after, on_progress=report)
