@@ -238,3 +238,20 @@ def test_hostile_header_refused_fast_and_small(files: dict[str, Path]) -> None:
 def _bound_memory() -> None:
     """No more than 6 GiB of address space: torch's import maps ~3 GiB; 10^7 channels would need far more."""
     resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+
+
+def test_the_type_schemas_cover_every_spec_field() -> None:
+    """limits' raw-dict schemas list each spec dataclass's fields by hand; a field added to a spec
+    without a schema entry would make every checkpoint header that carries it 'unknown key'."""
+    import dataclasses
+
+    from effnet import limits
+    from effnet.spec import HeadSpec, NetworkSpec, StageSpec, StemSpec
+
+    def names(cls: type) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    assert set(limits._STEM) == names(StemSpec)
+    assert set(limits._STAGE) == names(StageSpec)
+    assert set(limits._HEAD) == names(HeadSpec)
+    assert set(limits._NET) == names(NetworkSpec) - {"stem", "stages", "head"}

@@ -48,7 +48,7 @@ _STAGE = {"block": _STR, "repeats": _INT, "out_channels": _INT, "stride": _INT, 
           "expand_ratio": _NUM, "se_ratio": _NUM, "activation": _STR, "scale_depth": _BOOL}
 _HEAD = {"channels": _INT, "policy": _STR, "activation": _STR}
 _NET = {"name": _STR, "resolution": _INT, "dropout": _NUM, "drop_path_rate": _NUM, "divisor": _INT,
-        "round_limit": _NUM, "bn_eps": _NUM, "bn_momentum": _NUM, "padding": _STR}
+        "round_limit": _NUM, "bn_eps": _NUM, "bn_momentum": _NUM, "padding": _STR, "depth_rounding": _STR}
 
 
 def limits_lifted() -> bool:
