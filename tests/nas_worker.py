@@ -20,7 +20,8 @@ from effnet.macs import estimate_cost
 from effnet.search.nas import NasSettings, nas_evaluator, open_nas
 from effnet.search.nas_objective import parse_objective
 from effnet.search.nas_space import SearchSpace
-from effnet.search.study import open_storage, run_sampled_worker
+from effnet.search.storage import open_storage
+from effnet.search.study import run_sampled_worker
 from effnet.search.trials import Experiment, resolve_baseline
 from effnet.train.budget import Budget
 

@@ -14,7 +14,8 @@ import os
 import time
 
 from effnet.search.grid import Candidate, GridSettings, grid_candidates
-from effnet.search.study import open_storage, open_study, run_worker
+from effnet.search.storage import open_storage
+from effnet.search.study import open_study, run_worker
 
 GRID = GridSettings(step=0.1, target=2.0, tol=0.05)  # 10 candidates
 

@@ -118,7 +118,8 @@ def test_unknown_rounding_on_the_command_line_is_one_line_exit_2(argv: list[str]
 def test_a_study_reused_with_another_rounding_is_refused(tmp_path: Path) -> None:
     pytest.importorskip("optuna")
     from effnet.search.grid import GridSettings, grid_candidates
-    from effnet.search.study import open_storage, open_study
+    from effnet.search.storage import open_storage
+    from effnet.search.study import open_study
     from effnet.search.trials import Experiment, resolve_baseline
     from effnet.train.budget import Budget
 

@@ -45,7 +45,7 @@ def test_describe_space_prints_its_size(capsys) -> None:
 
 
 def _trial_count(path) -> int:
-    from effnet.search.study import open_storage
+    from effnet.search.storage import open_storage
 
     storage = open_storage(str(path))
     return sum(len(storage.get_all_trials(s._study_id)) for s in storage.get_all_studies())

@@ -15,7 +15,7 @@ from effnet.errors import EffnetError
 from effnet.search.nas import NasSettings, collect_nas, open_nas
 from effnet.search.nas_objective import parse_objective
 from effnet.search.nas_space import SearchSpace
-from effnet.search.study import open_storage
+from effnet.search.storage import open_storage
 from test_search_workers import _events, _finish, kill_mid_trial, postgres_url  # noqa: F401  (a fixture)
 
 WORKER = str(Path(__file__).with_name("nas_worker.py"))

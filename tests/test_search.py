@@ -11,7 +11,8 @@ import pytest
 
 from effnet.errors import EffnetError
 from effnet.search.grid import Candidate, GridSettings, grid_candidates, load_result, rank_records
-from effnet.search.study import collect, open_storage, open_study, reap_stale, redact, run_worker
+from effnet.search.storage import open_storage, redact
+from effnet.search.study import collect, open_study, reap_stale, run_worker
 
 GRID = GridSettings(step=0.1, target=2.0, tol=0.05)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from effnet.search.study import collect, open_storage
+from effnet.search.storage import open_storage
+from effnet.search.study import collect
 
 WORKER = str(Path(__file__).with_name("search_worker.py"))
 

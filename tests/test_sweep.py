@@ -147,7 +147,8 @@ WORKER_ARGS = ["--budgets", "96x1", "--batch-size", "32", "--base-depth", "0.25"
 
 
 def _completed(out: Path) -> dict[str, dict[int, dict]]:
-    from effnet.search.study import completed_metrics, open_storage
+    from effnet.search.storage import open_storage
+    from effnet.search.study import completed_metrics
 
     store = open_storage(str(out / "sweep.log"))
     return {n: completed_metrics(store, n) for n in {s.study_name for s in store.get_all_studies()}}

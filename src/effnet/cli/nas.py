@@ -67,7 +67,7 @@ def _latency_fn(args: argparse.Namespace, classes: int) -> Any:
 
 def _stored(url: str, study: str) -> dict[str, Any] | None:
     from effnet.search.nas import NAS_ATTR
-    from effnet.search.study import open_storage
+    from effnet.search.storage import open_storage
 
     storage = open_storage(url)
     try:
@@ -112,7 +112,7 @@ def _bar(total: int, desc: str) -> Any:
 
 def _run(args: argparse.Namespace, url: str, study: str, settings: Any, exp: Any, latency: Any) -> dict[str, Any]:
     from effnet.search.nas import collect_nas, open_nas, run_nas_workers
-    from effnet.search.study import open_storage
+    from effnet.search.storage import open_storage
 
     open_nas(open_storage(url), study, settings, exp)
     bar, update = _bar(settings.trials, f"nas {settings.strategy}")

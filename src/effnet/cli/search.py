@@ -64,7 +64,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from effnet.search.experiments import prepare_search, write_search
     from effnet.search.grid import GridSettings
     from effnet.search.report import search_table
-    from effnet.search.study import collect, open_storage, open_study
+    from effnet.search.storage import open_storage
+    from effnet.search.study import collect, open_study
     from effnet.search.trials import Experiment, run_search_workers
 
     out = output_dir(args.out or f"runs/search-{args.study}")

@@ -59,7 +59,8 @@ def run_search_step(exp: Experiment, grid: GridSettings, out: Path, *, workers: 
                     stale_after: float = 60.0) -> SearchResult:
     """STEP 1 into ``out`` (``results.json``, ``search.md``, ``search.png``); the study lives in
     ``storage`` (default ``out/search.log``), so rerunning the same call resumes it."""
-    from effnet.search.study import collect, open_storage, open_study
+    from effnet.search.storage import open_storage
+    from effnet.search.study import collect, open_study
     from effnet.search.trials import run_search_workers
 
     out.mkdir(parents=True, exist_ok=True)
@@ -192,7 +193,8 @@ def run_sweep(s: SweepSettings, out: Path, *, storage: str | None = None, prefix
     writes what the storage holds so far (another machine may still be training)."""
     import os
 
-    from effnet.search.study import completed_metrics, open_storage, open_study, redact
+    from effnet.search.storage import open_storage, redact
+    from effnet.search.study import completed_metrics, open_study
     from effnet.search.sweep import study_context, study_plans, sweep_evaluator, sweep_rows
     from effnet.search.sweep_report import (
         plot_budget_sweep,

@@ -170,7 +170,8 @@ def _nas_worker(url: str, study: str, latency: LatencyFn | None, heartbeat: floa
 
     from optuna.exceptions import ExperimentalWarning
 
-    from effnet.search.study import open_storage, run_sampled_worker
+    from effnet.search.storage import open_storage
+    from effnet.search.study import run_sampled_worker
 
     warnings.filterwarnings("ignore", category=ExperimentalWarning)  # multivariate TPE: stable since 2020
     storage = open_storage(url)
@@ -185,7 +186,7 @@ def run_nas_workers(url: str, study: str, *, workers: int = 1, latency: LatencyF
                     on_progress: Callable[[dict[str, Any]], None] | None = None) -> int:
     """Run ``workers`` architecture-search workers on an existing study until its slots are done
     (in-process when 1); ``on_progress(collected)`` gets :func:`collect_nas` output as it changes."""
-    from effnet.search.study import open_storage
+    from effnet.search.storage import open_storage
 
     storage = open_storage(url)
     poll = None if on_progress is None else (lambda: on_progress(collect_nas(storage, study)))

@@ -211,7 +211,8 @@ def _search_evaluator_of(storage: Any, study: str) -> Callable[[Candidate], dict
 
 
 def _worker_process(url: str, study: str, make: EvaluatorFactory, heartbeat: float, stale_after: float) -> None:
-    from effnet.search.study import open_storage, run_worker
+    from effnet.search.storage import open_storage
+    from effnet.search.study import run_worker
 
     storage = open_storage(url)
     run_worker(storage, study, make(storage, study), heartbeat=heartbeat, stale_after=stale_after)
@@ -233,7 +234,8 @@ def run_study_workers(url: str, study: str, make: EvaluatorFactory, *, workers: 
     forked processes (each a full worker: they coordinate through the storage alone, so more can join
     from other machines). ``on_progress()`` is called after each trial (in-process) or every second.
     Returns the worker count."""
-    from effnet.search.study import open_storage, run_worker
+    from effnet.search.storage import open_storage
+    from effnet.search.study import run_worker
 
     if workers <= 1:
         storage = open_storage(url)
@@ -283,7 +285,8 @@ def run_search_workers(url: str, study: str, *, workers: int = 1, heartbeat: flo
                        on_progress: Callable[[Any], None] | None = None) -> int:
     """Run ``workers`` search workers on an existing study until it is done (:func:`run_study_workers`
     with STEP 1's evaluator). ``on_progress(result)`` gets the collected study state. Returns the worker count."""
-    from effnet.search.study import collect, open_storage
+    from effnet.search.storage import open_storage
+    from effnet.search.study import collect
 
     storage = open_storage(url)
     report = None if on_progress is None else (lambda: on_progress(collect(storage, study)))
