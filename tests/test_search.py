@@ -107,10 +107,10 @@ def test_other_grid_under_the_same_name_is_refused_and_the_study_kept(tmp_path) 
 
 
 def test_unreachable_storage_is_a_clear_error(tmp_path) -> None:
-    t = time.time()
+    # A refused connection is not retried (only the table-creation race is), so this returns at once;
+    # no wall-clock bound is asserted (tests hold under load).
     with pytest.raises(EffnetError, match=r"cannot open search storage 'postgresql\+psycopg://bob:\*\*\*@127.0.0.1:1/db'"):
         open_storage("postgresql://bob:secret@127.0.0.1:1/db")
-    assert time.time() - t < 30
     with pytest.raises(EffnetError, match="does not exist"):
         open_storage(str(tmp_path / "missing" / "s.log"))
     assert redact("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
