@@ -132,6 +132,11 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises:
         CheckpointError: as :func:`read_checkpoint`.
     """
+    return _read_header(path)[0]
+
+
+def _read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Any], NetworkSpec]:
+    """The checkpoint's metadata and its spec, validated (:func:`header_spec`) once for both."""
     path = Path(path)
     _check_file(path)
     try:
@@ -153,8 +158,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(meta["format_version"], int) or meta["format_version"] > FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format {meta['format_version']!r} is newer than this effnet's "
                               f"({FORMAT_VERSION}); upgrade effnet")
-    header_spec(path, meta)
-    return meta
+    return meta, header_spec(path, meta)
 
 
 def header_spec(path: str | os.PathLike[str], meta: Mapping[str, Any]) -> NetworkSpec:
@@ -227,15 +231,17 @@ def load_model(path: str | os.PathLike[str], *, build: Callable[[Mapping[str, An
     Raises:
         CheckpointError: see :func:`read_checkpoint`, or weights that do not fit the network.
     """
-    meta = read_metadata(path)
+    meta, spec = _read_header(path)
+    what = str(path)
     if build is None:
-        skeleton = model_from_metadata(meta, what=str(path), device="meta")  # shapes only: no memory yet
-        check_state_dict(skeleton, _declared_shapes(path), what=str(path))
-        model = model_from_metadata(meta, what=str(path))
+        skeleton = _network(spec, meta, what, device="meta")  # shapes only: no memory yet
+        check_state_dict(skeleton, _declared_shapes(path), what=what)
+        model = _network(spec, meta, what)
     else:
         model = build(meta)
-        check_state_dict(model, _declared_shapes(path), what=str(path), arch=meta["spec"].get("name"))
-    _attach(model, _read_tensors(path), meta, what=str(path), arch=None if build is None else meta["spec"].get("name"))
+        check_state_dict(model, _declared_shapes(path), what=what, arch=meta["spec"].get("name"))
+    # The tensors are read only now that their declared shapes fit; safetensors loads them as declared.
+    _attach(model, _read_tensors(path), meta, what=what)
     return model.to(map_location)
 
 
@@ -243,7 +249,11 @@ def model_from_metadata(meta: Mapping[str, Any], *, what: str = "the checkpoint"
                         device: str | torch.device = "cpu") -> ConvNet:
     """The untrained network a checkpoint header describes (its spec, class count and input channels),
     held to the documented limits first (:func:`header_spec`)."""
-    spec = header_spec(what, meta)
+    return _network(header_spec(what, meta), meta, what, device=device)
+
+
+def _network(spec: NetworkSpec, meta: Mapping[str, Any], what: str, *,
+             device: str | torch.device = "cpu") -> ConvNet:
     try:
         with torch.device(device):
             return ConvNet(spec, num_classes=meta["num_classes"], in_chans=meta["in_chans"])
@@ -251,9 +261,7 @@ def model_from_metadata(meta: Mapping[str, Any], *, what: str = "the checkpoint"
         raise CheckpointError(f"{what}: the embedded spec cannot be built ({err})") from None
 
 
-def _attach(model: ConvNet, state_dict: Mapping[str, Any], meta: dict[str, Any], *, what: str,
-            arch: str | None) -> None:
-    check_state_dict(model, state_dict, what=what, arch=arch)
+def _attach(model: ConvNet, state_dict: Mapping[str, Any], meta: dict[str, Any], *, what: str) -> None:
     try:
         pre = None if meta["preprocessing"] is None else Preprocessing.from_dict(meta["preprocessing"])
     except (EffnetError, TypeError, ValueError) as err:

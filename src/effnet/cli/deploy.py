@@ -161,13 +161,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     if "int8" in formats and not args.calibration:
         raise EffnetError("--format int8 needs --calibration FOLDER of real images")
     phi = "" if args.phi is None else f"-phi{args.phi:g}"
+    # the folder is created and probed for writing here, before the model is built or anything exported
     out = export_prefix(args.out, Path(args.checkpoint).stem if args.checkpoint else args.model + phi)
 
     import torch
 
     from effnet.deploy.export import export_onnx, export_pt2
 
-    output_file(out.with_name(out.name + ".onnx"), "--out")  # before the model is built or anything exported
     model = _model(args).eval()
     spec = model.spec
     x = torch.randn(2, model.stem.conv.in_channels, spec.resolution, spec.resolution)

@@ -100,9 +100,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = _load_model(args)
     if args.data.strip().lower() in BUILTIN_DATASETS:
         return _eval_builtin(args, model)
-    if not Path(args.data).expanduser().exists():
-        raise EffnetError(f"--data {args.data!r}: no such folder; pass a folder of class folders or one of "
-                          f"{', '.join(BUILTIN_DATASETS)}")
     from effnet.data import ClassMap
     from effnet.evaluate import evaluate_folder
 
