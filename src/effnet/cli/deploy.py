@@ -133,16 +133,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _bench_end_to_end(args: argparse.Namespace) -> int:
     """``effnet bench MODEL --pretrained --end-to-end DIR``: folder → predictions, side by side."""
     from effnet.deploy.e2e import end_to_end
-    from effnet.deploy.timing import machine_line
+    from effnet.deploy.machine import describe
 
     batches = _batches(args.batch if args.batch != "1,16" else "16")
     if len(batches) != 1:
         raise EffnetError(f"--batch {args.batch}: --end-to-end takes one batch size, e.g. --batch 16")
-    print(machine_line(), file=sys.stderr)
+    print(describe(), file=sys.stderr)
     rows = end_to_end(_model(args), args.model, args.end_to_end, batch=batches[0], workers=args.workers,
                       rounds=args.rounds if args.rounds != 5 else 3, int8=not args.no_int8,
                       peer_images=args.peer_images)
-    after = machine_line()
+    after = describe()
     if args.json:
         print(json.dumps({"rows": [vars(r) for r in rows], "machine": after}, indent=2))
         return 0

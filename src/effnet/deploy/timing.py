@@ -15,11 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 
-__all__ = ["interleaved_times", "machine_line", "medians", "peak_rss_bytes", "rss_bytes"]
-
-# The vector features that decide which kernels run (fp32 FMA width, bf16 and int8 dot products).
-_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-
+__all__ = ["interleaved_times", "medians", "peak_rss_bytes", "rss_bytes"]
 
 def interleaved_times(calls: Mapping[str, Callable[[], object]], *, rounds: int = 5,
                       inner: int | Mapping[str, int] = 1, warmup: int = 2, seed: int = 0) -> dict[str, list[float]]:
@@ -77,21 +73,3 @@ def peak_rss_bytes() -> int:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
-
-def machine_line() -> str:
-    """Load average, cores and CPU vector features, to print beside every figure: on a shared
-    machine a figure means little without the load it was measured under."""
-    import os
-
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
-    have = " ".join(f for f in _FEATURES if f in flags) or "unknown"
-    return f"load average {load} (1/5/15 min), {os.cpu_count()} cores, CPU features: {have}"
