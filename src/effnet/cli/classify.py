@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from effnet.cli.preflight import IMAGEFOLDER_SUFFIXES
 from effnet.errors import EffnetError
 
 __all__ = ["AUTO_ORT_MIN_FILES", "add_pipeline_args", "all_skipped_error", "engine_for", "expand_images",
@@ -24,7 +25,7 @@ __all__ = ["AUTO_ORT_MIN_FILES", "add_pipeline_args", "all_skipped_error", "engi
 # verification take longer (~10-40 s on the 2-core machines of docs/inference.md) than the folded
 # eager engine loses on a few hundred images.
 AUTO_ORT_MIN_FILES = 500
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+_IMAGE_SUFFIXES = (*IMAGEFOLDER_SUFFIXES, ".gif")  # what ImageFolder reads, plus GIF for predict and cam
 
 
 def add_pipeline_args(p: argparse.ArgumentParser, *, default_progress: bool = True) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from effnet.errors import EffnetError
 from effnet.paths import output_dir, output_file
 
-__all__ = ["BUILTIN_DATA", "cam_outputs", "check_inputs", "export_prefix"]
+__all__ = ["BUILTIN_DATA", "IMAGEFOLDER_SUFFIXES", "cam_outputs", "check_inputs", "export_prefix"]
 
 # effnet.data.BUILTIN_DATASETS, repeated here because effnet.data imports torch; tests/test_firstrun.py
 # checks that the two lists agree.
@@ -75,11 +75,11 @@ def export_prefix(out: str, stem: str) -> Path:
 
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, the files an ImageFolder reads.
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
+IMAGEFOLDER_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def _holds_images(folder: Path) -> bool:
-    return any(p.suffix.lower() in _IMAGE_SUFFIXES for p in folder.iterdir() if p.is_file())
+    return any(p.suffix.lower() in IMAGEFOLDER_SUFFIXES for p in folder.iterdir() if p.is_file())
 
 
 def _imagefolder_root(image: Path) -> Path | None:
