@@ -62,8 +62,11 @@ def _seed() -> None:
 
 @pytest.fixture(autouse=True)
 def _engine_choice_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """optimize_for_inference's engine-choice cache in a fresh file per test, never the user's ~/.cache."""
+    """optimize_for_inference's engine-choice cache in a fresh file, and its engine-file cache in a fresh
+    folder, per test: never the user's ~/.cache, and no test sees another's engines."""
     monkeypatch.setenv("EFFNET_ENGINE_CACHE", str(tmp_path_factory.mktemp("engine-cache") / "choice.json"))
+    monkeypatch.setenv("EFFNET_CACHE", str(tmp_path_factory.mktemp("effnet-cache")))
+    monkeypatch.delenv("EFFNET_CACHE_MB", raising=False)
     monkeypatch.delenv("EFFNET_ENGINE", raising=False)
 
 

@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)  # eval, predict, cam, convert (effnet.cli.models)
     add_search_commands(sub)  # search, compare, demo (effnet.cli.search)
     add_nas_commands(sub)  # nas (effnet.cli.nas)
-    add_bench_commands(sub)  # bench, export (effnet.cli.deploy)
+    add_bench_commands(sub)  # bench, export, cache (effnet.cli.deploy)
     return p
 
 

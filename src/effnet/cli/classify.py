@@ -18,13 +18,16 @@ from typing import Any
 from effnet.cli.preflight import IMAGEFOLDER_SUFFIXES
 from effnet.errors import EffnetError
 
-__all__ = ["AUTO_ORT_MIN_FILES", "add_pipeline_args", "all_skipped_error", "engine_for", "expand_images",
-           "pipeline_options", "print_run_notes", "write_csv"]
+__all__ = ["AUTO_ORT_MIN_FILES", "AUTO_ORT_MIN_FILES_CACHED", "add_pipeline_args", "all_skipped_error", "engine_for",
+           "expand_images", "pipeline_options", "print_run_notes", "write_csv"]
 
 # "--engine auto" builds the ONNX Runtime engine only for at least this many files: its export and
 # verification take longer (~10-40 s on the 2-core machines of docs/inference.md) than the folded
 # eager engine loses on a few hundred images.
 AUTO_ORT_MIN_FILES = 500
+# ... and for at least this many when the engine cache (effnet.deploy.engine_cache) already holds the
+# model's file: then building it is session creation and verification only. MEASURED BELOW.
+AUTO_ORT_MIN_FILES_CACHED = 50
 _IMAGE_SUFFIXES = (*IMAGEFOLDER_SUFFIXES, ".gif")  # what ImageFolder reads, plus GIF for predict and cam
 
 
@@ -34,7 +37,8 @@ def add_pipeline_args(p: argparse.ArgumentParser, *, default_progress: bool = Tr
     g.add_argument("--batch-size", type=int, help="images per engine call (16; the reference path: 4 on CPU)")
     g.add_argument("--workers", type=int, help="decode processes (default: half the cores, 1 on 2 cores; 0: none)")
     g.add_argument("--engine", default="auto", choices=("auto", "onnxruntime", "eager", "compile"),
-                   help=f"auto: ONNX Runtime for >= {AUTO_ORT_MIN_FILES} files, the folded eager model below")
+                   help=f"auto: ONNX Runtime for >= {AUTO_ORT_MIN_FILES} files ({AUTO_ORT_MIN_FILES_CACHED} when "
+                   "its file is in the engine cache), the folded eager model below")
     g.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "int8"),
                    help="int8 (ONNX Runtime, calibrated on the first 100 images) or bf16 (eager)")
     g.add_argument("--no-draft", dest="draft", action="store_false",
@@ -67,25 +71,40 @@ def expand_images(items: list[str]) -> list[str]:
     return out
 
 
-def engine_for(args: argparse.Namespace, files: int) -> str:
-    """``--engine auto`` resolved for ``files`` images (int8 runs in ONNX Runtime, bf16 eagerly)."""
+def engine_for(args: argparse.Namespace, files: int, *, cached: bool = False) -> str:
+    """``--engine auto`` resolved for ``files`` images (int8 runs in ONNX Runtime, bf16 eagerly);
+    ``cached``: the engine cache holds this model's fp32 file, so ONNX Runtime pays off sooner."""
     if args.engine != "auto":
         return str(args.engine)
     if args.dtype == "int8":
         return "onnxruntime"
     if args.dtype == "bf16":
         return "eager"
-    return "onnxruntime" if files >= AUTO_ORT_MIN_FILES else "eager"
+    return "onnxruntime" if files >= (AUTO_ORT_MIN_FILES_CACHED if cached else AUTO_ORT_MIN_FILES) else "eager"
 
 
-def pipeline_options(args: argparse.Namespace, files: int) -> dict[str, Any]:
-    """Keyword arguments for :func:`effnet.deploy.pipeline.classify` from the parsed options."""
+def _engine_cached(args: argparse.Namespace, files: int, model: Any) -> bool:
+    """Whether ``auto`` should look in the engine cache: only when its answer changes the engine."""
+    if model is None or args.engine != "auto" or args.dtype != "fp32" \
+            or not AUTO_ORT_MIN_FILES_CACHED <= files < AUTO_ORT_MIN_FILES:
+        return False
+    from effnet.deploy.engine_cache import is_cached
+    from effnet.weights import default_preprocessing
+
+    r = default_preprocessing(model).resolution
+    return is_cached(model, (1, 3, r, r), "fp32")
+
+
+def pipeline_options(args: argparse.Namespace, files: int, model: Any = None) -> dict[str, Any]:
+    """Keyword arguments for :func:`effnet.deploy.pipeline.classify` from the parsed options
+    (``model``: to let ``--engine auto`` take a cached ONNX Runtime engine for fewer files)."""
     if args.batch_size is not None and args.batch_size < 1:
         raise EffnetError(f"--batch-size {args.batch_size} must be >= 1")
     if args.workers is not None and args.workers < 0:
         raise EffnetError(f"--workers {args.workers} must be >= 0")
     batch = args.batch_size or 16
-    return {"batch_size": batch, "workers": args.workers, "engine": engine_for(args, files), "dtype": args.dtype,
+    engine = engine_for(args, files, cached=_engine_cached(args, files, model))
+    return {"batch_size": batch, "workers": args.workers, "engine": engine, "dtype": args.dtype,
             "draft": args.draft, "progress": bool(args.progress) and files > batch}
 
 

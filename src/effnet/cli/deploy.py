@@ -1,4 +1,4 @@
-"""CLI commands for speed and deployment: ``bench`` and ``export``.
+"""CLI commands for speed and deployment: ``bench``, ``export`` and ``cache``.
 
 Wired into :mod:`effnet.cli.app` by :func:`add_commands`; torch, ONNX and the peers are imported inside
 the commands so ``effnet models`` stays fast. Timings are medians of interleaved rounds in one
@@ -186,6 +186,34 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """``effnet cache list|clear``: the engine files kept by :mod:`effnet.deploy.engine_cache`."""
+    from effnet.deploy import engine_cache
+
+    folder = engine_cache.engines_dir()
+    if folder is None:
+        print("the engine cache is off (EFFNET_CACHE=off)")
+        return 0
+    if args.action == "clear":
+        files, size = engine_cache.clear()
+        print(f"removed {files} engine files ({size / 2**20:.1f} MB) from {folder}")
+        return 0
+    items = engine_cache.entries()
+    if args.json:
+        print(json.dumps({"folder": str(folder), "files": [{"file": e.path.name, "bytes": e.size, "used": e.used}
+                                                           for e in items]}, indent=2))
+        return 0
+    import time
+
+    rows = [[e.path.name, f"{e.size / 2**20:.1f}", time.strftime("%Y-%m-%d %H:%M", time.localtime(e.used))]
+            for e in items]
+    print(f"{folder}: {len(items)} engine files, {sum(e.size for e in items) / 2**20:.1f} MB "
+          f"(bound: ${engine_cache.SIZE_ENV}, default {engine_cache.DEFAULT_MB} MB)")
+    if rows:
+        print(table(["file", "MB", "last used"], rows))
+    return 0
+
+
 def _parse_latency(text: str) -> float:
     """``20ms``, ``0.02s`` or a bare number of milliseconds → seconds."""
     t = text.strip().lower()
@@ -260,7 +288,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    """Register ``bench`` and ``export`` on the main parser's subcommands."""
+    """Register ``bench``, ``export`` and ``cache`` on the main parser's subcommands."""
     b = sub.add_parser("bench", help="latency/throughput of effnet's inference paths (and the peers), side by side")
     _add_model(b)
     b.add_argument("--batch", default="1,16", help="comma list of batch sizes (1,16)")
@@ -292,3 +320,8 @@ def add_commands(sub: Any) -> None:
                    help="folder for MODEL.onnx, MODEL.pt2, MODEL.int8.onnx (created), e.g. runs/export")
     e.add_argument("--format", default="onnx,pt2", help="comma list: onnx, pt2, int8 (onnx,pt2)")
     e.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("cache", help="list or clear the built engine files kept between calls (docs/inference.md)")
+    c.add_argument("action", choices=("list", "clear"), help="list: files, sizes, last use; clear: delete them all")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_cache)

@@ -139,7 +139,7 @@ def _eval_pipelined(args: argparse.Namespace, model: ConvNet, class_map: Any) ->
     from effnet.deploy.pipeline import evaluate_folder_fast
 
     files = sum(1 for f in Path(args.data).expanduser().rglob("*") if f.is_file())
-    return evaluate_folder_fast(model, args.data, class_map=class_map, top=5, **pipeline_options(args, files))
+    return evaluate_folder_fast(model, args.data, class_map=class_map, top=5, **pipeline_options(args, files, model))
 
 
 def _print_scores(loss: float, top1: float, top5: float) -> None:
@@ -208,7 +208,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from effnet.deploy.pipeline import classify
 
         with _notes():
-            run = classify(files, model, top=args.top, **pipeline_options(args, len(files)))
+            run = classify(files, model, top=args.top, **pipeline_options(args, len(files), model))
         if not run.predictions:
             raise all_skipped_error(run.skipped)
         print_run_notes(run)

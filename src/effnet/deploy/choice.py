@@ -13,7 +13,7 @@ Why each rule (docs/engines.md has the measurements):
   instead of to the last coin toss. That is what keeps ten calls under a competing process on one
   engine.
 * **Cached** per (model spec, input shape, dtype, CPU features, threads, engine versions) in
-  ``~/.cache/effnet/engine-choice.json`` (written atomically): a repeated call builds and verifies
+  ``~/.cache/effnet/engine-choice.json`` (written atomically; :func:`cache_root`): a repeated call builds and verifies
   only the engine chosen before and times nothing. ``EFFNET_ENGINE_CACHE=off`` disables the file (a
   path moves it); ``EFFNET_ENGINE=<engine>`` makes ``auto`` take that engine without timing.
 """
@@ -35,8 +35,8 @@ from typing import Any
 from effnet.deploy.machine import cpu_features, load_average
 from effnet.deploy.timing import interleaved_times
 
-__all__ = ["PREFERENCE", "Choice", "Timed", "cache_key", "cache_path", "choose", "load_choice", "now_choice",
-           "save_choice"]
+__all__ = ["CACHE_ENV", "PREFERENCE", "Choice", "Timed", "atomic_write", "cache_key", "cache_path", "cache_root",
+           "choose", "load_choice", "now_choice", "package_versions", "save_choice"]
 
 # The order to break a tie in: effnet's ONNX Runtime engine won every race measured on the AVX-512 Xeon
 # (batch 1 and 16, B0, B3, Lite0; docs/engines.md), then OpenVINO. It decides only between candidates
@@ -158,21 +158,37 @@ def choose(calls: Mapping[str, Callable[[], object]], *, rounds: int = 5, min_se
     return pick, f"{', '.join(tied)} within noise after {len(times[pick])} rounds: preferred order", tuple(figures)
 
 
+CACHE_ENV = "EFFNET_CACHE"
+_OFF = ("", "0", "off", "no", "false")
+
+
+def cache_root() -> Path | None:
+    """effnet's cache folder, shared by the engine choice and the engine files
+    (:mod:`effnet.deploy.engine_cache`): ``$EFFNET_CACHE`` (``off``/``0``/empty: no cache at all), else
+    ``$XDG_CACHE_HOME/effnet`` (``~/.cache/effnet`` by default)."""
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return None if env.strip().lower() in _OFF else Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "effnet"
+
+
 def cache_path() -> Path | None:
     """Where choices are kept: ``EFFNET_ENGINE_CACHE`` (``off``/``0``/empty: nowhere), else
-    ``$XDG_CACHE_HOME/effnet/engine-choice.json`` (``~/.cache`` by default)."""
+    ``engine-choice.json`` in :func:`cache_root`."""
     env = os.environ.get("EFFNET_ENGINE_CACHE")
     if env is not None:
-        return None if env.strip().lower() in ("", "0", "off", "no", "false") else Path(env).expanduser()
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "effnet" / "engine-choice.json"
+        return None if env.strip().lower() in _OFF else Path(env).expanduser()
+    root = cache_root()
+    return None if root is None else root / "engine-choice.json"
 
 
-def _versions() -> dict[str, str]:
+def package_versions(packages: tuple[str, ...] = ("torch", "onnxruntime", "openvino")) -> dict[str, str]:
+    """Installed versions of ``packages`` ("" where absent): part of every cache key, since a new
+    engine library may be faster (the choice) or write a different file (the engine cache)."""
     import importlib.metadata as md
 
     out = {}
-    for pkg in ("torch", "onnxruntime", "openvino"):
+    for pkg in packages:
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -186,7 +202,7 @@ def cache_key(model_id: Mapping[str, Any], shape: tuple[int, ...], dtype: str, t
     the input shape, the dtype, the CPU's vector features, the thread count, the candidates and the
     engines' versions. The weights' values are not in it: they do not change the speed."""
     body = {"v": _CACHE_VERSION, "model": model_id, "shape": list(shape), "dtype": dtype, "threads": threads,
-            "features": list(cpu_features()), "candidates": list(candidates), "versions": _versions()}
+            "features": list(cpu_features()), "candidates": list(candidates), "versions": package_versions()}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -210,25 +226,33 @@ def load_choice(key: str) -> Choice | None:
         return None
 
 
+def atomic_write(path: Path, write: Callable[[Any], None], *, binary: bool = False) -> None:
+    """``write(f)`` to a temporary file beside ``path``, then rename it over ``path``: a reader never
+    sees half a file, and of two writers at once the last rename wins whole. Raises OSError (a
+    read-only folder, a full disk); the temporary file is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def save_choice(key: str, choice: Choice) -> None:
-    """Add ``choice`` under ``key``: the file is rewritten to a temporary file and renamed over the old
-    one, so a reader never sees half a file (two writers at once may lose one entry, never the file)."""
+    """Add ``choice`` under ``key``, written atomically (:func:`atomic_write`; two writers at once may
+    lose one entry, never the file). A read-only home: the choice still holds for this call."""
     path = cache_path()
     if path is None:
         return
     data = _read(path)
     data[key] = choice.to_dict()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".engine-choice-", suffix=".json")
-    except OSError:  # a read-only home: the choice still holds for this call
-        return
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: json.dump(data, f, indent=1))
     except OSError:
-        Path(tmp).unlink(missing_ok=True)
+        return
 
 
 def now_choice(engine: str, reason: str, timed: tuple[Timed, ...], *, shape: tuple[int, ...], dtype: str,

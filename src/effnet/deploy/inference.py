@@ -107,17 +107,35 @@ def _torch_path(model: nn.Module, dtype: str, compile_: bool, bf16_guard: float 
 
 
 def _onnx_file(model: nn.Module, example: torch.Tensor | None, workdir: str | Path | None) -> Path:
-    """effnet's export of ``model`` (BN folded, SE squeeze as GlobalAveragePool) in ``workdir``.
+    """effnet's export of ``model`` (BN folded, SE squeeze as GlobalAveragePool) in ``workdir``, from the
+    engine cache when it holds this model's file (:mod:`effnet.deploy.engine_cache`).
 
     The export is traced with at least two images: ``torch.export`` turns a batch dimension of size 1
     into a constant, so a batch-1 example cannot give a dynamic-batch file (and ``auto`` used to fall
     back to eager at batch 1 for that reason alone)."""
-    from effnet.deploy.export import export_onnx
+    from effnet.deploy.engine_cache import cached_file, engine_key
+    from effnet.deploy.export import _example, export_onnx
 
-    if example is not None and example.shape[0] == 1:
-        example = example.expand(2, *example.shape[1:]).contiguous()
+    x = _example(model, example)
+    if x.shape[0] == 1:
+        x = x.expand(2, *x.shape[1:]).contiguous()
     out = Path(workdir or tempfile.mkdtemp(prefix="effnet-onnx-")) / "model.onnx"
-    return export_onnx(model, out, example=example, check=False)
+    return cached_file(engine_key(model, tuple(x.shape), "fp32"), out,
+                       lambda path: export_onnx(model, path, example=x, check=False))
+
+
+def _int8_file(model: nn.Module, calibration: torch.Tensor, workdir: str | Path | None) -> Path:
+    """The statically quantised file (:mod:`effnet.deploy.quantize`), cached per calibration images;
+    its fp32 input is :func:`_onnx_file`'s export, itself cached."""
+    from effnet.deploy.engine_cache import cached_file, engine_key
+    from effnet.deploy.quantize import quantize_onnx
+
+    folder = Path(workdir or tempfile.mkdtemp(prefix="effnet-int8-"))
+    cal = calibration.float()
+    key = engine_key(model, tuple(cal.shape), "int8", calibration=cal,
+                     options={"method": "minmax", "per_channel": True})
+    return cached_file(key, folder / "model.int8.onnx",
+                       lambda path: quantize_onnx(_onnx_file(model, cal[:2], folder), path, cal))
 
 
 def _openvino(model: nn.Module, dtype: str, onnx: Path, bf16_guard: float) -> OptimizedModel:
@@ -136,7 +154,8 @@ def build_engine(model: nn.Module, engine: str, *, dtype: str = "fp32", example:
                  workdir: str | Path | None = None, calibration: torch.Tensor | None = None,
                  bf16_guard: float = BF16_GUARD, onnx_path: Path | None = None) -> OptimizedModel:
     """One engine, unverified (``optimize_for_inference`` verifies). ONNX files go to ``workdir``;
-    ``onnx_path``: effnet's export already written (one file serves both ONNX engines)."""
+    ``onnx_path``: effnet's export already written (one file serves both ONNX engines; for int8, the
+    quantised file)."""
     if engine not in ENGINES[1:]:
         raise EffnetError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
     if dtype not in DTYPES:
@@ -148,10 +167,10 @@ def build_engine(model: nn.Module, engine: str, *, dtype: str = "fp32", example:
             raise EffnetError("int8 runs in ONNX Runtime: use engine='onnxruntime' (or 'auto')")
         if calibration is None:
             raise EffnetError("int8 needs calibration images (real, preprocessed): pass calibration=")
-        from effnet.deploy.quantize import quantize_model
+        from effnet.deploy.export import OrtModel
 
-        out = Path(workdir or tempfile.mkdtemp(prefix="effnet-int8-")) / "model.int8.onnx"
-        return OptimizedModel(quantize_model(model, out, calibration), engine=engine, dtype="int8")
+        path = onnx_path or _int8_file(model, calibration, workdir)
+        return OptimizedModel(OrtModel(path), engine=engine, dtype="int8")
     if engine == "onnxruntime":
         if dtype != "fp32":
             raise EffnetError("the onnxruntime engine runs fp32 or int8 on CPU; for bf16 use 'openvino' or 'eager'")
@@ -233,23 +252,52 @@ def _model_id(model: nn.Module) -> dict[str, object]:
     return {"class": type(model).__qualname__, "params": [list(p.shape) for p in model.parameters()]}
 
 
+def _engine_file(model: nn.Module, names: list[str], x: torch.Tensor, kwargs: dict[str, object]) -> Path | None:
+    """The ONNX file the ONNX engines among ``names`` read (one export serves both; int8: the quantised
+    file), made here rather than per engine so that the cache's warnings are not silenced below."""
+    workdir = kwargs.get("workdir")
+    if kwargs.get("dtype") == "int8":
+        calibration = kwargs.get("calibration")
+        if "onnxruntime" not in names or not isinstance(calibration, torch.Tensor):
+            return None  # build_engine says what is missing
+        return _int8_file(model, calibration, workdir)  # type: ignore[arg-type]
+    if not {"onnxruntime", "openvino"} & set(names):
+        return None
+    return _onnx_file(model, x, workdir)  # type: ignore[arg-type]
+
+
+def _build_one(model: nn.Module, name: str, x: torch.Tensor, kwargs: dict[str, object]) -> OptimizedModel:
+    """Build and verify ``name``; a cached file that fails is evicted and the engine built afresh once."""
+    from effnet.deploy.engine_cache import evict
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _verify(model, build_engine(model, name, example=x, **kwargs), x)  # type: ignore[arg-type]
+    except EffnetError:
+        path = kwargs.get("onnx_path")
+        if name not in ("onnxruntime", "openvino") or not isinstance(path, Path) or not evict(path):
+            raise
+    kwargs["onnx_path"] = _engine_file(model, [name], x, kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _verify(model, build_engine(model, name, example=x, **kwargs), x)  # type: ignore[arg-type]
+
+
 def _build_verified(model: nn.Module, names: list[str], x: torch.Tensor, strict: bool,
                     **kwargs: object) -> tuple[dict[str, OptimizedModel], list[str]]:
     built: dict[str, OptimizedModel] = {}
     errors: list[str] = []
-    if kwargs.get("dtype") != "int8" and {"onnxruntime", "openvino"} & set(names):
-        try:  # one export serves both ONNX engines
-            kwargs["onnx_path"] = _onnx_file(model, x, kwargs.get("workdir"))  # type: ignore[arg-type]
-        except EffnetError as e:
-            if strict:
-                raise
-            errors.append(f"ONNX export: {e}")
-            names = [n for n in names if n not in ("onnxruntime", "openvino")]
+    try:
+        kwargs["onnx_path"] = _engine_file(model, names, x, kwargs)
+    except EffnetError as e:
+        if strict:
+            raise
+        errors.append(f"ONNX export: {e}")
+        names = [n for n in names if n not in ("onnxruntime", "openvino")]
     for name in names:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                built[name] = _verify(model, build_engine(model, name, example=x, **kwargs), x)  # type: ignore[arg-type]
+            built[name] = _build_one(model, name, x, kwargs)
         except EffnetError as e:
             if strict:
                 raise
@@ -316,7 +364,9 @@ def optimize_for_inference(model: nn.Module, *, example: torch.Tensor | None = N
         engine: ``auto`` (race the verified candidates, keep the fastest; see
             :mod:`effnet.deploy.choice`), ``eager``, ``compile``, ``onnxruntime`` or ``openvino``.
         calibration: preprocessed real images for int8 (100 is enough; random noise is not).
-        workdir: where ONNX files are kept (default: a temporary directory).
+        workdir: where ONNX files are kept (default: a temporary directory). The exported (and int8
+            quantised) files of effnet models are also kept in the engine cache and reused by later
+            calls and processes (:mod:`effnet.deploy.engine_cache`; ``EFFNET_CACHE=off`` disables it).
         bf16_guard: bf16 only: re-run in fp32 the rows whose top-2 logit margin is below this fraction
             of their largest |logit| (near-ties, where bf16 flips predictions); 0 turns it off.
 
