@@ -12,9 +12,10 @@ process, as a user's command would be, with its own ``EFFNET_CACHE``:
 Per run: the engine build time the summary line reports (wall), the classification wall time after
 it, and the CPU time of the whole process tree (user + system, decode workers included), which a
 busy machine does not inflate as it does wall time. Contenders alternate within each round, so load
-drifts hit all of them. Then, from the ``--rate-files`` runs, the file count above which ONNX Runtime
-with a warm cache finishes sooner than eager: (build_ort_warm − build_eager) / (1/rate_eager −
-1/rate_ort). The machine line (CPU features, cores, load average) is printed before and after.
+drifts hit all of them. Then, with the ``--rate-files`` runs, the file count above which ONNX Runtime
+(warm cache, and cold) finishes sooner than eager, by process wall time and by CPU time (each a line
+through the two run sizes). The machine line (CPU features, cores, load average) is printed before
+and after.
 """
 
 from __future__ import annotations
@@ -76,6 +77,28 @@ def _table(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, flo
     return med
 
 
+def _break_even(few: dict[str, dict[str, float]], many: dict[str, dict[str, float]]) -> None:
+    """Files above which ONNX Runtime finishes first, warm cache and cold: each run's process wall time
+    and CPU time as a + b·files through the two run sizes (a cold run costs what a warm one does per
+    file: the same engine), then (a_ort − a_eager) / (b_eager − b_ort)."""
+    span = many["eager"]["images"] - few["eager"]["images"]
+    if span <= 0:
+        return
+    for field, what in (("process_s", "process wall"), ("cpu_s", "CPU")):
+        fit = {}
+        for k in ("eager", "ort warm"):
+            b = (many[k][field] - few[k][field]) / span
+            fit[k] = (few[k][field] - b * few[k]["images"], b)
+        fit["ort cold"] = (few["ort cold"][field] - fit["ort warm"][1] * few["ort cold"]["images"], fit["ort warm"][1])
+        (ae, be) = fit["eager"]
+        parts = [f"eager a {ae:.1f} s b {1000 * be:.1f} ms"]
+        for k in ("ort warm", "ort cold"):
+            a, b = fit[k]
+            even = f"break-even {max(0.0, a - ae) / (be - b):.0f} files" if b < be else "no break-even"
+            parts.append(f"{k} a {a:.1f} s b {1000 * b:.1f} ms: {even}")
+        print(f"{what} = a + b·files: " + "; ".join(parts))
+
+
 def main() -> None:
     from effnet.deploy.machine import describe
 
@@ -91,18 +114,11 @@ def main() -> None:
         raise SystemExit(f"{SAMPLE}: {len(photos)} photos, need {max(args.files, args.rate_files)}")
     print(f"before: {describe()}")
     print(f"\n{args.model}, {args.files} files of {SAMPLE.name}, fresh process per run:")
-    _table([_round(photos[:args.files], args.model, args.timeout, True) for _ in range(args.rounds)])
+    few = _table([_round(photos[:args.files], args.model, args.timeout, True) for _ in range(args.rounds)])
     if args.rate_files:
         print(f"\n{args.rate_files} files (ORT cache filled untimed first):")
         med = _table([_round(photos[:args.rate_files], args.model, args.timeout, False) for _ in range(args.rounds)])
-        e, w = med["eager"], med["ort warm"]
-        per_e, per_w = e["classify_s"] / e["images"], w["classify_s"] / w["images"]
-        if per_w < per_e:
-            print(f"\nbreak-even: ONNX Runtime with a warm cache wins above "
-                  f"{max(0.0, w['build_s'] - e['build_s']) / (per_e - per_w):.0f} files "
-                  f"(build {w['build_s']:.1f} vs {e['build_s']:.1f} s; {1 / per_w:.1f} vs {1 / per_e:.1f} img/s)")
-        else:
-            print("\nbreak-even: none; eager classified faster than ONNX Runtime in this run")
+        _break_even(few, med)
     print(f"\nafter: {describe()}")
 
 

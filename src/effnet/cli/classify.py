@@ -21,12 +21,14 @@ from effnet.errors import EffnetError
 __all__ = ["AUTO_ORT_MIN_FILES", "AUTO_ORT_MIN_FILES_CACHED", "add_pipeline_args", "all_skipped_error", "engine_for",
            "expand_images", "pipeline_options", "print_run_notes", "write_csv"]
 
-# "--engine auto" builds the ONNX Runtime engine only for at least this many files: its export and
-# verification take longer (~10-40 s on the 2-core machines of docs/inference.md) than the folded
-# eager engine loses on a few hundred images.
-AUTO_ORT_MIN_FILES = 500
-# ... and for at least this many when the engine cache (effnet.deploy.engine_cache) already holds the
-# model's file: then building it is session creation and verification only. MEASURED BELOW.
+# "--engine auto" runs ONNX Runtime instead of the folded eager model for at least this many files,
+# 200 without a cached engine file, 50 with one (effnet.deploy.engine_cache): where the whole command
+# finished sooner. Measured with benchmarks/engine_cache.py (docs/inference.md, "The engine cache"):
+# Lite0, fresh `effnet predict` processes on 20 and 100 ImageNet photos, 2 cores at load 4.8-6.1.
+# Fitting each command's wall time as a + b·files, eager costs 8.0 s + 83 ms/file, ONNX Runtime
+# 11.6 s + 7.5 ms/file with the file cached and 18.1 s + 7.5 ms/file without (the export): break-even
+# at 48 and 135 files (by CPU time, 32 and 212). A cold run also fills the cache for the next one.
+AUTO_ORT_MIN_FILES = 200
 AUTO_ORT_MIN_FILES_CACHED = 50
 _IMAGE_SUFFIXES = (*IMAGEFOLDER_SUFFIXES, ".gif")  # what ImageFolder reads, plus GIF for predict and cam
 
