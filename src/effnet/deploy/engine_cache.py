@@ -81,7 +81,7 @@ def engines_dir() -> Path | None:
 def _digest_tensor(h: Any, t: torch.Tensor) -> None:
     t = t.detach().to("cpu").contiguous().reshape(-1)
     h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(memoryview(t.view(torch.uint8).numpy()))  # a view of the bytes: any dtype, no copy
+    h.update(t.view(torch.uint8).numpy().data)  # a view of the bytes: any dtype, no copy
 
 
 def weights_digest(model: nn.Module) -> str:
