@@ -22,13 +22,13 @@ __all__ = ["AUTO_ORT_MIN_FILES", "AUTO_ORT_MIN_FILES_CACHED", "add_pipeline_args
            "expand_images", "pipeline_options", "print_run_notes", "write_csv"]
 
 # "--engine auto" runs ONNX Runtime instead of the folded eager model for at least this many files,
-# 200 without a cached engine file, 50 with one (effnet.deploy.engine_cache): where the whole command
-# finished sooner. Measured with benchmarks/engine_cache.py (docs/inference.md, "The engine cache"):
-# Lite0, fresh `effnet predict` processes on 20 and 100 ImageNet photos, 2 cores at load 4.8-6.1.
-# Fitting each command's wall time as a + b·files, eager costs 8.0 s + 83 ms/file, ONNX Runtime
-# 11.6 s + 7.5 ms/file with the file cached and 18.1 s + 7.5 ms/file without (the export): break-even
-# at 48 and 135 files (by CPU time, 32 and 212). A cold run also fills the cache for the next one.
-AUTO_ORT_MIN_FILES = 200
+# 300 without a cached engine file, 50 with one (effnet.deploy.engine_cache): the smallest round counts
+# at which the whole command finished sooner in every measure of two runs of benchmarks/engine_cache.py
+# (docs/inference.md, "The engine cache": Lite0, fresh `effnet predict` processes on 20 and 100
+# ImageNet photos, 2 cores at load 4.5-6.1). With each command's wall and CPU time fitted as
+# a + b·files, ONNX Runtime broke even with eager at 18-48 files with the file cached and at 135-296
+# without it (the export). A cold run also fills the cache for the next one.
+AUTO_ORT_MIN_FILES = 300
 AUTO_ORT_MIN_FILES_CACHED = 50
 _IMAGE_SUFFIXES = (*IMAGEFOLDER_SUFFIXES, ".gif")  # what ImageFolder reads, plus GIF for predict and cam
 
