@@ -178,9 +178,11 @@ def cmd_nas(args: argparse.Namespace) -> int:
     for c in (main, rand):
         if c is not None:
             s = summary(c, cost["macs"])
-            print(f"{s['strategy']:<7} best reward {s['best_reward']}, best accuracy {s['best_accuracy']} %, "
-                  f"best at <= base MACs {s['best_accuracy_at_base_macs']} %; {s['completed']} completed, "
-                  f"{s['failed']} failed")
+            at_base = s["best_accuracy_at_base_macs"]
+            best = "none" if s["best_reward"] is None else f"{s['best_reward']:.2f}"
+            print(f"{s['strategy']:<7} best reward {best}, best accuracy {s['best_accuracy']} %, "
+                  "best at <= base MACs " + ("none (every trial costs more)" if at_base is None else f"{at_base} %")
+                  + f"; {s['completed']} completed, {s['failed']} failed")
     print(f"{time.time() - t:.0f} s wall, load {load[0]:.1f} -> {os.getloadavg()[0]:.1f}; wrote {out}/results.json, "
           f"nas.md, pareto.png" + (", baseline.json" if (out / "baseline.json").exists() else ""), file=sys.stderr)
     return 0
