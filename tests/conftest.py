@@ -65,6 +65,11 @@ def _engine_choice_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     """optimize_for_inference's engine-choice cache in a fresh file per test, never the user's ~/.cache."""
     monkeypatch.setenv("EFFNET_ENGINE_CACHE", str(tmp_path_factory.mktemp("engine-cache") / "choice.json"))
     monkeypatch.delenv("EFFNET_ENGINE", raising=False)
+    # A quiet machine as far as the choice can tell: whether other work re-races a cached choice must
+    # not depend on what else runs beside the suite (tests that need load set it themselves).
+    import effnet.deploy.choice as choice
+
+    monkeypatch.setattr(choice, "other_work", lambda: 0.0)
 
 
 @pytest.fixture
