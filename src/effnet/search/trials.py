@@ -77,7 +77,7 @@ class Experiment:
                    int(d.get("seed", 0)))
 
     def arrays(self) -> ImageArrays:
-        """The experiment's images, loaded once per process (each worker process loads its own)."""
+        """The experiment's images, loaded once per process (worker processes receive their parent's)."""
         from effnet.train.budget import load_arrays
 
         key = (self.data, self.budget, self.seed)
@@ -143,10 +143,13 @@ def search_evaluator(exp: Experiment) -> Callable[[Candidate], dict[str, Any]]:
     return evaluate
 
 
-def _init_worker() -> None:
+def _init_worker(arrays: Mapping[tuple[str, Budget, int], ImageArrays] | None = None) -> None:
+    """A worker's start: one torch thread, and the images its parent already holds (handed over
+    pickled, a copy in milliseconds, instead of reading the data set again: docs/nas.md)."""
     import torch
 
     torch.set_num_threads(1)
+    _ARRAYS.update(arrays or {})
 
 
 # What the forkserver imports once, so that each worker forked from it starts with torch, effnet's
@@ -158,15 +161,16 @@ def worker_context() -> ForkServerContext | SpawnContext:
     """The start method of every worker process here: ``forkserver``, whatever the caller did before.
 
     PyTorch cannot run autograd in a child forked from a process that has already run a backward
-    pass (pytorch/pytorch, torch/csrc/autograd/engine.cpp: ``forked_autograd_child`` marks it, and its
-    first backward raises "Unable to handle autograd's threading in combination with fork-based
-    multiprocessing"). With ``fork``, a notebook or test that trained anything first failed every
-    trial. A forkserver is a fresh interpreter, started once per calling process, that never runs
-    autograd; workers are forked from it. It preloads torch, the trainer and Optuna (``_PRELOAD``), so
-    a worker starts about as fast as a plain fork would (measured in docs/nas.md); it only loads its
-    own copy of the images (the data set is read once per worker, seconds against a trial's tens of
-    seconds of training). PyTorch exposes no "autograd threads started" test on the CPU (only CUDA's
-    ``torch.cuda._is_in_bad_fork``), so the choice cannot depend on the parent's state: always this.
+    pass on a machine with an accelerator (pytorch/pytorch, torch/csrc/autograd/engine.cpp:
+    ``start_device_threads`` arms ``forked_autograd_child`` when a non-CPU device exists, and the
+    child's first backward raises "Unable to handle autograd's threading in combination with
+    fork-based multiprocessing"). With ``fork``, a notebook or test that trained anything first on a
+    CUDA machine failed every trial. A forkserver is a fresh interpreter, started once per calling
+    process, that never runs autograd; workers are forked from it. It preloads torch, the trainer and
+    Optuna (``_PRELOAD``), and each worker receives the images its parent has loaded
+    (``_init_worker``), so a worker starts about as fast as a plain fork (measured in docs/nas.md).
+    PyTorch exposes no "autograd device threads started" test, so the choice cannot depend on the
+    parent's state: always this.
     """
     if "forkserver" not in mp.get_all_start_methods():  # Windows: spawn, the same contract, slower
         return mp.get_context("spawn")
@@ -240,7 +244,7 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, cache: str | Path | None 
             done(key, _job(first[key], cache_s))
     else:
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=worker_context(),
-                                 initializer=_init_worker) as pool:
+                                 initializer=_init_worker, initargs=(dict(_ARRAYS),)) as pool:
             futures = {pool.submit(_job, first[key], cache_s): key for key in todo}
             for f in as_completed(futures):
                 done(futures[f], f.result())
@@ -290,8 +294,8 @@ def run_study_workers(url: str, study: str, make: EvaluatorFactory, *, workers: 
                                 on_progress)
 
 
-def _in_worker(work: Callable[[], None]) -> None:
-    _init_worker()
+def _in_worker(work: Callable[[], None], arrays: Mapping[tuple[str, Budget, int], ImageArrays]) -> None:
+    _init_worker(arrays)
     work()
 
 
@@ -306,7 +310,7 @@ def run_worker_processes(workers: int, work: Callable[[], None], poll: Callable[
     """
     _require_picklable(work, "the workers' function")
     ctx = worker_context()
-    procs = [ctx.Process(target=_in_worker, args=(work,)) for _ in range(workers)]
+    procs = [ctx.Process(target=_in_worker, args=(work, dict(_ARRAYS))) for _ in range(workers)]
     for p in procs:
         p.start()
     try:
