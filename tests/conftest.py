@@ -42,6 +42,8 @@ SLOW = {
     "test_draft_decoding_of_a_large_jpeg_gives_the_exact_size", "test_onnxruntime_engine_agrees_with_eager",
     "test_end_to_end_bench_reports_every_contender_with_ratios",
     "test_killed_sweep_resumes_without_retraining_finished_networks",
+    "test_workers_run_autograd_after_the_caller_did", "test_training_data_loader_workers_still_fork_after_autograd",
+    "test_two_worker_latency_nas_and_the_training_pool_after_autograd",
 }
 SLOW_MODELS = ("efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_b8",
                "efficientnet_l2")
