@@ -101,6 +101,40 @@ def test_a_cached_choice_is_reused_without_timing(tiny, tmp_path, monkeypatch, w
         effnet.optimize_for_inference(tiny, example=torch.randn(3, 3, 32, 32), workdir=tmp_path)
 
 
+def test_a_choice_timed_under_load_is_raced_again_when_quiet_and_a_quiet_one_stands(tiny, tmp_path, monkeypatch,
+                                                                                     with_eager):
+    _onnx_engines()
+    x = torch.randn(2, 3, 32, 32)
+    races = []
+    real_choose = choice_mod.choose
+    monkeypatch.setattr(choice_mod, "choose", lambda *a, **k: races.append(1) or real_choose(*a, **k))
+
+    def call(busy):
+        monkeypatch.setattr(choice_mod, "other_work", lambda: busy)
+        return effnet.optimize_for_inference(tiny, example=x, workdir=tmp_path).choice
+
+    loaded = call(1.0)  # beside a busy process: raced, stamped, saved
+    assert not loaded.cached and loaded.busy == 1.0 and "other processes 1.00 cores" in loaded.report()
+    assert call(1.0).cached and len(races) == 1  # still busy: nothing to learn by timing again
+    quiet = call(0.0)  # quiet now: the provisional choice is timed again and replaced
+    assert not quiet.cached and quiet.busy == 0.0 and len(races) == 2
+    assert any("timed again" in n for n in quiet.notes)
+    later = call(1.0)  # a quiet choice stands whatever the load
+    assert later.cached and later.engine == quiet.engine and len(races) == 2
+
+
+def test_only_a_busy_cached_choice_on_a_quiet_machine_is_provisional():
+    def made(busy):
+        return Choice("onnxruntime", "fastest", busy=busy)
+
+    assert choice_mod.provisional(made(1.0), 0.0)
+    assert choice_mod.provisional(made(choice_mod.BUSY_CORES), 0.1)
+    assert not choice_mod.provisional(made(1.0), 1.0)  # still busy
+    assert not choice_mod.provisional(made(1.0), None)  # cannot tell now
+    assert not choice_mod.provisional(made(0.1), 0.0)  # quiet when timed
+    assert not choice_mod.provisional(made(None), 0.0)  # an entry from before the sample existed
+
+
 def test_cache_off_and_forced_engine(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("EFFNET_ENGINE_CACHE", "off")
     monkeypatch.setenv("EFFNET_ENGINE", "eager")
@@ -151,7 +185,7 @@ def test_candidates_within_noise_are_remeasured_then_ordered(monkeypatch):
 
 def test_choice_survives_the_cache_file_round_trip():
     c = Choice("openvino", "fastest", (choice_mod.Timed("openvino", 5.0, 0.1, 5, 50),), (1, 3, 224, 224), "fp32",
-               2, ("AVX2",), (1.0, 2.0, 3.0), "now", notes=("x",))
+               2, ("AVX2",), (1.0, 2.0, 3.0), "now", notes=("x",), busy=0.75)
     assert Choice.from_dict(json.loads(json.dumps(c.to_dict()))) == c
 
 

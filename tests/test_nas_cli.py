@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -57,10 +55,9 @@ def test_real_search_writes_everything_and_a_rerun_resumes(tmp_path, capsys) -> 
     out = tmp_path / "nas"
     args = ["nas", "--trials", "3", "--workers", "2", "--train-images", "256", "--eval-images", "128",
             "--epochs", "1", "--batch-size", "64", "--out", str(out)]
-    # A fresh process, as a user runs it: the workers are forked, and a parent that has already run
-    # autograd (earlier tests in this process) cannot fork trainers (pytorch/pytorch wiki "Autograd and Fork").
-    done = subprocess.run([sys.executable, "-m", "effnet", *args], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # In this process, which may have run autograd in earlier tests: the trainers start from a
+    # forkserver, not forked from here (tests/test_worker_start.py).
+    assert main(args) == 0
     res = json.loads((out / "results.json").read_text())
     for key in ("search", "random"):
         trials = res[key]["trials"]

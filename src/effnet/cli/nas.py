@@ -12,12 +12,13 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from effnet.errors import EffnetError
 
-__all__ = ["add_commands", "cmd_nas"]
+__all__ = ["SpecLatency", "add_commands", "cmd_nas"]
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -55,14 +56,21 @@ def _describe(space: Any, base: Any) -> int:
     return 0
 
 
-def _latency_fn(args: argparse.Namespace, classes: int) -> Any:
-    from effnet.deploy.fit import measure_spec_latency
+@dataclass(frozen=True)
+class SpecLatency:
+    """Measured milliseconds of one forward pass of a spec on ``engine`` at ``batch`` (gray input,
+    ``classes`` outputs): the latency objective's timer. A value rather than a closure, because
+    ``--workers`` ≥ 2 pickles it to the worker processes (effnet.search.trials.worker_context)."""
 
-    def latency_ms(spec: Any) -> float:
-        return 1e3 * measure_spec_latency(spec, engine=args.engine, batch=args.latency_batch, rounds=5,
-                                          num_classes=classes, in_chans=1)
+    engine: str
+    batch: int
+    classes: int
 
-    return latency_ms
+    def __call__(self, spec: Any) -> float:
+        from effnet.deploy.fit import measure_spec_latency
+
+        return 1e3 * measure_spec_latency(spec, engine=self.engine, batch=self.batch, rounds=5,
+                                          num_classes=self.classes, in_chans=1)
 
 
 def _stored(url: str, study: str) -> dict[str, Any] | None:
@@ -163,7 +171,7 @@ def cmd_nas(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     url = args.storage or str(out / "nas.log")
     measure = "latency" in args.objective or args.measure_latency
-    latency = _latency_fn(args, len(exp.arrays().classes)) if measure else None
+    latency = SpecLatency(args.engine, args.latency_batch, len(exp.arrays().classes)) if measure else None
     settings, cost = _settings(args, exp, url, latency)
     t, load = time.time(), os.getloadavg()
     main = _run(args, url, args.study, settings, exp, latency)
@@ -178,9 +186,11 @@ def cmd_nas(args: argparse.Namespace) -> int:
     for c in (main, rand):
         if c is not None:
             s = summary(c, cost["macs"])
-            print(f"{s['strategy']:<7} best reward {s['best_reward']}, best accuracy {s['best_accuracy']} %, "
-                  f"best at <= base MACs {s['best_accuracy_at_base_macs']} %; {s['completed']} completed, "
-                  f"{s['failed']} failed")
+            at_base = s["best_accuracy_at_base_macs"]
+            best = "none" if s["best_reward"] is None else f"{s['best_reward']:.2f}"
+            print(f"{s['strategy']:<7} best reward {best}, best accuracy {s['best_accuracy']} %, "
+                  "best at <= base MACs " + ("none (every trial costs more)" if at_base is None else f"{at_base} %")
+                  + f"; {s['completed']} completed, {s['failed']} failed")
     print(f"{time.time() - t:.0f} s wall, load {load[0]:.1f} -> {os.getloadavg()[0]:.1f}; wrote {out}/results.json, "
           f"nas.md, pareto.png" + (", baseline.json" if (out / "baseline.json").exists() else ""), file=sys.stderr)
     return 0

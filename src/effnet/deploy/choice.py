@@ -13,9 +13,17 @@ Why each rule (docs/engines.md has the measurements):
   instead of to the last coin toss. That is what keeps ten calls under a competing process on one
   engine.
 * **Cached** per (model spec, input shape, dtype, CPU features, threads, engine versions) in
-  ``~/.cache/effnet/engine-choice.json`` (written atomically; :func:`cache_root`): a repeated call builds and verifies
-  only the engine chosen before and times nothing. ``EFFNET_ENGINE_CACHE=off`` disables the file (a
-  path moves it); ``EFFNET_ENGINE=<engine>`` makes ``auto`` take that engine without timing.
+  ``~/.cache/effnet/engine-choice.json`` (written atomically; :func:`cache_root`): a repeated call
+  builds and verifies only the engine chosen before and times nothing. ``EFFNET_ENGINE_CACHE=off``
+  disables the file (a path moves it); ``EFFNET_ENGINE=<engine>`` makes ``auto`` take that engine
+  without timing.
+* **A choice made beside other work is provisional**: the race records how many cores other
+  processes used just before it (:func:`other_work`, a 0.2 s /proc/stat sample). Load does not hit
+  engines alike: on the 2-core Xeon, B0 at batch 1, OpenVINO won the quiet race by 1.15x while beside
+  one busy process ONNX Runtime won ten races of ten (docs/engines.md). A cached choice measured at
+  :data:`BUSY_CORES` or more is raced again on the first call that finds the machine quiet, and the
+  quiet result replaces it; a quiet choice is kept whatever the load later, so calls under load take
+  the engine the quiet machine chose.
 """
 
 from __future__ import annotations
@@ -35,8 +43,9 @@ from typing import Any
 from effnet.deploy.machine import cpu_features, load_average
 from effnet.deploy.timing import interleaved_times
 
-__all__ = ["CACHE_ENV", "PREFERENCE", "Choice", "Timed", "atomic_write", "cache_key", "cache_path", "cache_root",
-           "choose", "load_choice", "now_choice", "package_versions", "save_choice"]
+__all__ = ["BUSY_CORES", "CACHE_ENV", "PREFERENCE", "Choice", "Timed", "atomic_write", "cache_key", "cache_path",
+           "cache_root", "choose", "load_choice", "now_choice", "other_work", "package_versions", "provisional",
+           "save_choice"]
 
 # The order to break a tie in: effnet's ONNX Runtime engine won every race measured on the AVX-512 Xeon
 # (batch 1 and 16, B0, B3, Lite0; docs/engines.md), then OpenVINO. It decides only between candidates
@@ -45,6 +54,7 @@ PREFERENCE = ("onnxruntime", "openvino", "eager", "compile")
 NOISE = 0.05  # below this relative gap two candidates are never told apart
 WINS = 0.7  # ... nor unless the faster one is faster in this share of the rounds
 _CACHE_VERSION = 1
+BUSY_CORES = 0.5  # other processes using half a core or more: the race measured the load as much as the engines
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,7 @@ class Choice:
     when: str = ""
     cached: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    busy: float | None = None  # cores other processes used when it was timed (None: not sampled)
 
     def report(self) -> str:
         """Every candidate with its figure, the choice and why, the machine and its load."""
@@ -85,8 +96,9 @@ class Choice:
                 lines.append(f" {mark} {t.engine:<12} {t.ms:9.2f} ms/call  {best / t.ms:5.2f}x fastest  "
                              f"spread {100 * t.spread:4.1f} %  ({t.rounds} rounds, {t.calls} calls)")
         load = " / ".join(f"{v:.2f}" for v in self.load)
-        lines.append(f"   measured {self.when or 'now'}: CPU {' '.join(self.features) or '?'}, load average {load}"
-                     + (" (cached: nothing timed now)" if self.cached else ""))
+        others = "" if self.busy is None else f", other processes {self.busy:.2f} cores"
+        lines.append(f"   measured {self.when or 'now'}: CPU {' '.join(self.features) or '?'}, "
+                     f"load average {load}{others}" + (" (cached: nothing timed now)" if self.cached else ""))
         lines += [f"   note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -256,7 +268,22 @@ def save_choice(key: str, choice: Choice) -> None:
 
 
 def now_choice(engine: str, reason: str, timed: tuple[Timed, ...], *, shape: tuple[int, ...], dtype: str,
-               threads: int, notes: tuple[str, ...] = ()) -> Choice:
+               threads: int, notes: tuple[str, ...] = (), busy: float | None = None) -> Choice:
     """A :class:`Choice` stamped with this machine's features, load and the time."""
     return Choice(engine, reason, timed, tuple(shape), dtype, threads, cpu_features(), load_average(),
-                  time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), notes=notes)
+                  time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), notes=notes, busy=busy)
+
+
+def other_work() -> float | None:
+    """Cores' worth of CPU other processes use now (:func:`effnet.threads.other_cpu_use` over 0.2 s:
+    what runs now, where the load average lags by a minute); None where /proc/stat is missing."""
+    from effnet.threads import other_cpu_use
+
+    return other_cpu_use(0.2)
+
+
+def provisional(cached: Choice, busy_now: float | None) -> bool:
+    """Whether ``cached`` should be raced again: it was timed beside at least :data:`BUSY_CORES` of
+    other work and the machine is quiet now. A quiet choice, or one made when nothing was sampled, stands."""
+    return (cached.busy is not None and cached.busy >= BUSY_CORES
+            and busy_now is not None and busy_now < BUSY_CORES)

@@ -307,9 +307,28 @@ def _build_verified(model: nn.Module, names: list[str], x: torch.Tensor, strict:
     return built, errors
 
 
+def _usable_choice(cached: Choice | None, names: list[str], notes: tuple[str, ...]
+                  ) -> tuple[Choice | None, float | None, tuple[str, ...]]:
+    """The cached choice if it still stands, other processes' CPU use if it was sampled, and the notes.
+
+    Other work is sampled (0.2 s) before any engine is built, and only when it decides something: for
+    a new race's stamp, or whether a choice timed under load is raced again now that the machine is
+    quiet (:func:`effnet.deploy.choice.provisional`)."""
+    from effnet.deploy import choice as ch
+
+    if cached is not None and cached.engine not in names:
+        cached = None
+    busy = ch.other_work() if cached is None or (cached.busy or 0.0) >= ch.BUSY_CORES else None
+    if cached is not None and ch.provisional(cached, busy):
+        notes += (f"timed again: the cached choice ({cached.engine}) was measured beside {cached.busy:.2f} cores "
+                  "of other work and the machine is quiet now",)
+        cached = None
+    return cached, busy, notes
+
+
 def _auto(model: nn.Module, x: torch.Tensor, dtype: str, notes: tuple[str, ...], **kwargs: object) -> OptimizedModel:
     """Race the verified candidates (or take the cached or forced choice) and keep the winner."""
-    from effnet.deploy.choice import cache_key, choose, load_choice, now_choice, save_choice
+    from effnet.deploy import choice as ch
 
     names = _auto_candidates(dtype)
     threads = torch.get_num_threads()
@@ -319,11 +338,11 @@ def _auto(model: nn.Module, x: torch.Tensor, dtype: str, notes: tuple[str, ...],
         if forced not in ENGINES[1:]:
             raise EffnetError(f"EFFNET_ENGINE={forced!r}: use one of {', '.join(ENGINES[1:])}")
         fast = _build_verified(model, [forced], x, True, dtype=dtype, **kwargs)[0][forced]
-        fast.choice = now_choice(forced, "EFFNET_ENGINE", (), shape=shape, dtype=dtype, threads=threads, notes=notes)
+        fast.choice = ch.now_choice(forced, "EFFNET_ENGINE", (), shape=shape, dtype=dtype, threads=threads, notes=notes)
         return fast
-    key = cache_key(_model_id(model), shape, dtype, threads, tuple(names))
-    cached = load_choice(key)
-    if cached is not None and cached.engine in names:
+    key = ch.cache_key(_model_id(model), shape, dtype, threads, tuple(names))
+    cached, busy, notes = _usable_choice(ch.load_choice(key), names, notes)
+    if cached is not None:
         try:
             fast = _build_verified(model, [cached.engine], x, True, dtype=dtype, **kwargs)[0][cached.engine]
         except EffnetError:
@@ -338,11 +357,12 @@ def _auto(model: nn.Module, x: torch.Tensor, dtype: str, notes: tuple[str, ...],
             raise
         built, errors = _build_verified(model, ["eager"], x, False, dtype=dtype, **kwargs)
         errors.append(str(e))
-    engine, why, timed = choose({k: (lambda c=c: c(x)) for k, c in built.items()})
-    choice = now_choice(engine, why, timed, shape=shape, dtype=dtype, threads=threads,
-                        notes=notes + tuple(f"not a candidate: {e}" for e in errors))
+    busy = ch.other_work() if busy is None else busy
+    engine, why, timed = ch.choose({k: (lambda c=c: c(x)) for k, c in built.items()})
+    choice = ch.now_choice(engine, why, timed, shape=shape, dtype=dtype, threads=threads, busy=busy,
+                           notes=notes + tuple(f"not a candidate: {e}" for e in errors))
     if len(built) > 1:
-        save_choice(key, choice)
+        ch.save_choice(key, choice)
     fast = built[engine]
     fast.choice = choice
     return fast

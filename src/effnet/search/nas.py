@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from effnet.errors import EffnetError
@@ -33,7 +34,8 @@ NAS_ATTR = "effnet.nas"
 STRATEGIES = ("tpe", "nsga2", "random")
 LatencyFn = Callable[[NetworkSpec], float]
 """Measured milliseconds of one forward pass of a spec; injected by the caller (the CLI times it with
-effnet's fastest inference engine, which lives in ``effnet.deploy``, out of this package's reach)."""
+effnet's fastest inference engine, which lives in ``effnet.deploy``, out of this package's reach).
+With two or more workers it is pickled to them: a module-level function or a dataclass instance."""
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,8 @@ def run_nas_workers(url: str, study: str, *, workers: int = 1, latency: LatencyF
                     heartbeat: float = 10.0, stale_after: float = 60.0,
                     on_progress: Callable[[dict[str, Any]], None] | None = None) -> int:
     """Run ``workers`` architecture-search workers on an existing study until its slots are done
-    (in-process when 1); ``on_progress(collected)`` gets :func:`collect_nas` output as it changes."""
+    (in-process when 1, else :func:`effnet.search.trials.run_worker_processes`, which pickles
+    ``latency`` to them); ``on_progress(collected)`` gets :func:`collect_nas` output as it changes."""
     from effnet.search.storage import open_storage
 
     storage = open_storage(url)
@@ -195,7 +198,7 @@ def run_nas_workers(url: str, study: str, *, workers: int = 1, latency: LatencyF
             poll()
         _nas_worker(url, study, latency, heartbeat, stale_after, (lambda _t, _o: poll()) if poll else None)
         return 1
-    return run_worker_processes(workers, lambda: _nas_worker(url, study, latency, heartbeat, stale_after), poll)
+    return run_worker_processes(workers, partial(_nas_worker, url, study, latency, heartbeat, stale_after), poll)
 
 
 def _record(t: Any, attempts: int) -> dict[str, Any]:

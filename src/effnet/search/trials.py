@@ -8,7 +8,9 @@ key), so a worker that joins from another machine trains exactly what the others
 
 On small CPU models one thread per process beats one process with two threads (less
 synchronisation per tiny convolution), so parallel runs are processes with ``torch`` limited to one
-thread each.
+thread each. Those processes are started by a ``forkserver`` (:func:`worker_context`), so they train
+correctly whatever the calling process did before (docs/nas.md, "Worker processes"); what they run
+is therefore pickled: module-level functions, ``functools.partial`` of them, and frozen values.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
+import pickle
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from dataclasses import replace as _replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +35,12 @@ from effnet.search.grid import Candidate
 from effnet.spec import NetworkSpec
 
 if TYPE_CHECKING:
+    from multiprocessing.context import ForkServerContext, SpawnContext  # no forkserver on Windows
+
     from effnet.train.budget import Budget, ImageArrays
 
 __all__ = ["EvaluatorFactory", "Experiment", "Job", "job_key", "resolve_baseline", "run_jobs", "run_search_workers",
-           "run_study_workers", "run_worker_processes", "search_evaluator", "train_one"]
+           "run_study_workers", "run_worker_processes", "search_evaluator", "train_one", "worker_context"]
 
 _ARRAYS: dict[tuple[str, Budget, int], ImageArrays] = {}  # per process, loaded once per (data, budget, seed)
 
@@ -71,7 +77,7 @@ class Experiment:
                    int(d.get("seed", 0)))
 
     def arrays(self) -> ImageArrays:
-        """The experiment's images, loaded once per process (forked workers inherit them)."""
+        """The experiment's images, loaded once per process (worker processes receive their parent's)."""
         from effnet.train.budget import load_arrays
 
         key = (self.data, self.budget, self.seed)
@@ -137,10 +143,49 @@ def search_evaluator(exp: Experiment) -> Callable[[Candidate], dict[str, Any]]:
     return evaluate
 
 
-def _init_worker() -> None:
+def _init_worker(arrays: Mapping[tuple[str, Budget, int], ImageArrays] | None = None) -> None:
+    """A worker's start: one torch thread, and the images its parent already holds (handed over
+    pickled, a copy in milliseconds, instead of reading the data set again: docs/nas.md)."""
     import torch
 
     torch.set_num_threads(1)
+    _ARRAYS.update(arrays or {})
+
+
+# What the forkserver imports once, so that each worker forked from it starts with torch, effnet's
+# trainer and Optuna already loaded instead of importing them itself.
+_PRELOAD = ["effnet.train.budget", "effnet.search.study", "effnet.search.storage", "optuna"]
+
+
+def worker_context() -> ForkServerContext | SpawnContext:
+    """The start method of every worker process here: ``forkserver``, whatever the caller did before.
+
+    PyTorch cannot run autograd in a child forked from a process that has already run a backward
+    pass on a machine with an accelerator (pytorch/pytorch, torch/csrc/autograd/engine.cpp:
+    ``start_device_threads`` arms ``forked_autograd_child`` when a non-CPU device exists, and the
+    child's first backward raises "Unable to handle autograd's threading in combination with
+    fork-based multiprocessing"). With ``fork``, a notebook or test that trained anything first on a
+    CUDA machine failed every trial. A forkserver is a fresh interpreter, started once per calling
+    process, that never runs autograd; workers are forked from it. It preloads torch, the trainer and
+    Optuna (``_PRELOAD``), and each worker receives the images its parent has loaded
+    (``_init_worker``), so a worker starts about as fast as a plain fork (measured in docs/nas.md).
+    PyTorch exposes no "autograd device threads started" test, so the choice cannot depend on the
+    parent's state: always this.
+    """
+    if "forkserver" not in mp.get_all_start_methods():  # Windows: spawn, the same contract, slower
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(_PRELOAD)  # no effect once this process's forkserver runs
+    return ctx
+
+
+def _require_picklable(work: object, what: str) -> None:
+    """A lambda or closure cannot reach a forkserver's worker: say so before any process starts."""
+    try:
+        pickle.dumps(work)
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        raise EffnetError(f"{what} cannot be sent to a worker process ({e}); pass a module-level function, "
+                          "a functools.partial of one or a dataclass instance, or use workers=1") from None
 
 
 Job = tuple[NetworkSpec, Experiment, int]  # (network, experiment, training seed)
@@ -198,8 +243,8 @@ def run_jobs(jobs: Sequence[Job], *, workers: int = 1, cache: str | Path | None 
         for key in todo:
             done(key, _job(first[key], cache_s))
     else:
-        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context("fork"),
-                                 initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=worker_context(),
+                                 initializer=_init_worker, initargs=(dict(_ARRAYS),)) as pool:
             futures = {pool.submit(_job, first[key], cache_s): key for key in todo}
             for f in as_completed(futures):
                 done(futures[f], f.result())
@@ -225,15 +270,16 @@ def _stored_experiment(storage: Any, study: str) -> Experiment:
 
 
 EvaluatorFactory = Callable[[Any, str], Callable[[Candidate], dict[str, Any]]]
-"""(storage, study name) → the evaluator of that study's queued trials, built from what the study stores."""
+"""(storage, study name) → the evaluator of that study's queued trials, built from what the study stores;
+a module-level function, since worker processes receive it pickled."""
 
 
 def run_study_workers(url: str, study: str, make: EvaluatorFactory, *, workers: int = 1, heartbeat: float = 10.0,
                       stale_after: float = 60.0, on_progress: Callable[[], None] | None = None) -> int:
     """Run ``workers`` workers on an existing study until it is done; in-process when 1, else that many
-    forked processes (each a full worker: they coordinate through the storage alone, so more can join
-    from other machines). ``on_progress()`` is called after each trial (in-process) or every second.
-    Returns the worker count."""
+    worker processes (each a full worker: they coordinate through the storage alone, so more can join
+    from other machines; ``make`` is pickled to them, so it is a module-level function).
+    ``on_progress()`` is called after each trial (in-process) or every second. Returns the worker count."""
     from effnet.search.storage import open_storage
     from effnet.search.study import run_worker
 
@@ -244,24 +290,27 @@ def run_study_workers(url: str, study: str, make: EvaluatorFactory, *, workers: 
         run_worker(storage, study, make(storage, study), heartbeat=heartbeat, stale_after=stale_after,
                    on_trial=(lambda _c, _o: on_progress()) if on_progress else None)
         return 1
-    return run_worker_processes(workers, lambda: _worker_process(url, study, make, heartbeat, stale_after),
+    return run_worker_processes(workers, partial(_worker_process, url, study, make, heartbeat, stale_after),
                                 on_progress)
 
 
-def _in_worker(work: Callable[[], None]) -> None:
-    _init_worker()
+def _in_worker(work: Callable[[], None], arrays: Mapping[tuple[str, Budget, int], ImageArrays]) -> None:
+    _init_worker(arrays)
     work()
 
 
 def run_worker_processes(workers: int, work: Callable[[], None], poll: Callable[[], None] | None = None) -> int:
-    """Run ``work`` in ``workers`` forked processes (one torch thread each) until all return, calling
-    ``poll()`` first, every second and at the end. Returns the worker count.
+    """Run ``work`` in ``workers`` processes (one torch thread each, started by :func:`worker_context`)
+    until all return, calling ``poll()`` first, every second and at the end. ``work`` is pickled to
+    them: a module-level function or a ``functools.partial`` of one. Returns the worker count.
 
     Raises:
-        EffnetError: a worker exited with an error; the study keeps what finished.
+        EffnetError: ``work`` cannot be pickled (before any process starts), or a worker exited with
+            an error; the study keeps what finished.
     """
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_in_worker, args=(work,)) for _ in range(workers)]
+    _require_picklable(work, "the workers' function")
+    ctx = worker_context()
+    procs = [ctx.Process(target=_in_worker, args=(work, dict(_ARRAYS))) for _ in range(workers)]
     for p in procs:
         p.start()
     try:

@@ -109,6 +109,11 @@ def _datasets(cfg: TrainConfig) -> tuple[Any, Any, list[str]]:
 def _loader_kwargs(cfg: TrainConfig, epoch: int = 0) -> dict[str, Any]:
     # An own generator: a DataLoader otherwise draws its worker seed from the global RNG, so a
     # resumed epoch (one more loader) would shift the dropout/drop-path random stream.
+    # fork, although every epoch after the first forks from a process that has run backward passes:
+    # PyTorch only refuses autograd *in* such a child (torch/csrc/autograd/engine.cpp,
+    # forked_autograd_child), and loader workers only decode and transform images. fork shares the
+    # data set with them instead of pickling it (the search's trainers, which do run autograd, use a
+    # forkserver: effnet.search.trials.worker_context).
     return {"num_workers": cfg.workers, "persistent_workers": False,
             "generator": torch.Generator().manual_seed(cfg.seed * 31 + epoch),
             "multiprocessing_context": "fork" if cfg.workers and os.name == "posix" else None,
