@@ -9,6 +9,8 @@ import copy
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -230,3 +232,27 @@ def test_auto_takes_the_engine_for_fewer_files_when_its_file_is_cached():
     assert engine_for(args, few, cached=True) == "onnxruntime"
     assert engine_for(args, few - 1, cached=True) == "eager"
     assert engine_for(args, AUTO_ORT_MIN_FILES) == "onnxruntime"
+
+
+_BUILD = """
+import torch, effnet
+from effnet.deploy import engine_cache
+torch.manual_seed(0)
+model = effnet.create_model("efficientnet_b0", phi=-8).eval()
+r = model.spec.resolution
+fast = effnet.optimize_for_inference(model, example=torch.randn(2, 3, r, r), engine="onnxruntime")
+print("hits", len(engine_cache._HITS), "error", fast.max_error)
+"""
+
+
+def test_two_processes_fill_one_cache_and_a_third_reads_it():
+    _onnx_engines()
+    env = {**os.environ, "PYTHONPATH": str(Path(effnet.__file__).resolve().parents[1])}
+    run = [sys.executable, "-c", _BUILD]
+    both = [subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    outs = [p.communicate(timeout=600) for p in both]
+    assert [p.returncode for p in both] == [0, 0], [err[-2000:] for _, err in outs]
+    files = _files()
+    assert len(files) == 1 and files[0].name.split(".")[1] == hashlib.sha256(files[0].read_bytes()).hexdigest()[:16]
+    third = subprocess.run(run, env=env, capture_output=True, text=True, timeout=600, check=True)
+    assert "hits 1 " in third.stdout  # the file another process wrote, not an export of its own
