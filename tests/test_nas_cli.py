@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -75,6 +76,10 @@ def test_real_search_writes_everything_and_a_rerun_resumes(tmp_path, capsys) -> 
     assert sum(p.numel() for p in model.parameters()) == estimate_cost(model.spec, num_classes=10).params
     assert model.spec.resolution == 224 and base["genome"] == res["search"]["trials"][0]["genome"]
     assert resolve_baseline(str(out / "baseline.json")) == model.spec
+    # at the settings it was searched with (the defaults: depth 0.5, width 0.5, stride 16, 20 px), the
+    # file gives back the very proxy that was trained, not the full spec shrunk again
+    proxy = resolve_baseline(str(out / "baseline.json"), depth=0.5, width=0.5, total_stride=16, resolution=20)
+    assert proxy.to_dict() == base["proxy_spec"]
     assert main(["describe", str(out / "baseline.json"), "--phi", "1"]) == 0
     # rerun with the same --out: every slot is done, nothing is trained again
     before = _trial_count(out / "nas.log")
@@ -105,6 +110,33 @@ def test_demo_nas_step_searches_with_the_demos_budget_and_hands_on_its_baseline(
     assert (seen["trials"], seen["train_images"], seen["epochs"], seen["image_size"]) == (
         5, plan.budget.train_images, plan.budget.epochs, plan.resolution)
     assert (seen["base_depth"], seen["base_width"], seen["baseline"]) == (plan.depth, plan.width, plan.baseline)
+
+
+def test_a_nas_baseline_gives_back_its_searched_proxy_only_at_its_own_settings(tmp_path) -> None:
+    from effnet import get_spec
+    from effnet.errors import SpecError
+    from effnet.search.trials import proxy_settings, resolve_baseline
+
+    full = get_spec("efficientnet_b0")
+    searched = resolve_baseline("efficientnet_b0", depth=0.5, width=0.5, total_stride=16, resolution=20)
+    # a proxy that shrinking the full spec would not give: one stage 8 channels wider
+    stages = [dataclasses.replace(s, out_channels=s.out_channels + 8) if i == 2 else s
+              for i, s in enumerate(searched.stages)]
+    proxy = searched.replace(stages=tuple(stages))
+    f = tmp_path / "baseline.json"
+    f.write_text(json.dumps({"spec": full.to_dict(), "proxy_spec": proxy.to_dict(),
+                             "proxy": proxy_settings(0.5, 0.5, 16, 20)}))
+    assert resolve_baseline(str(f), depth=0.5, width=0.5, total_stride=16, resolution=20) == proxy
+    assert resolve_baseline(str(f), depth=0.5, width=0.5, total_stride=16, resolution=20,
+                            depth_rounding="round").depth_rounding == "round"
+    other = resolve_baseline(str(f), depth=0.5, width=0.75, total_stride=16, resolution=20)
+    assert other != proxy and other.stem.out_channels == 24 != proxy.stem.out_channels  # 32 × 0.75, shrunk again
+    assert resolve_baseline(str(f)) == full
+    bad = proxy.to_dict()
+    bad["stages"][2]["out_channels"] = 10**7  # outside data: the proxy is checked like any spec file
+    f.write_text(json.dumps({"spec": full.to_dict(), "proxy_spec": bad, "proxy": proxy_settings(0.5, 0.5, 16, 20)}))
+    with pytest.raises(SpecError, match="proxy spec"):
+        resolve_baseline(str(f), depth=0.5, width=0.5, total_stride=16, resolution=20)
 
 
 def test_spec_files_stand_in_for_model_names(tmp_path) -> None:

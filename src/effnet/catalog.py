@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from effnet.arch.efficientnet import EFFICIENTNET_PRESETS, LITE_PRESETS, Preset, efficientnet_b0, efficientnet_lite0
 from effnet.arch.mobilenet import mobilenetv1, mobilenetv2
@@ -103,6 +104,28 @@ def load_spec_file(path: str) -> NetworkSpec:
     check_spec_types(raw, f"spec file {path}")  # outside data: types and size limits before anything is built
     spec = NetworkSpec.from_dict(raw)
     check_network(spec, num_classes=1000, in_chans=1, where=f"spec file {path}")
+    return spec
+
+
+def searched_proxy(path: str, settings: dict[str, Any]) -> NetworkSpec | None:
+    """The proxy network an ``effnet nas`` ``baseline.json`` was searched at, when ``settings`` (depth,
+    width, total stride, resolution) are the ones it was searched with; else None.
+
+    Why: the file's ``spec`` is the genome decoded on the full-size stage table, and shrinking it by
+    the same depth and width does not give back the proxy that was trained and chosen: widths are
+    rounded to multiples of 8 and depths up at each step, and the two orders differ (a stage of 32
+    channels × 0.75 × 0.5 is 16 one way, 24 the other). The grid search and the demo must start from
+    the network the search actually measured.
+    """
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None  # load_spec_file names the problem
+    if not isinstance(d, dict) or "proxy_spec" not in d or d.get("proxy") != settings:
+        return None
+    check_spec_types(d["proxy_spec"], f"proxy spec of {path}")
+    spec = NetworkSpec.from_dict(d["proxy_spec"])
+    check_network(spec, num_classes=1000, in_chans=1, where=f"proxy spec of {path}")
     return spec
 
 

@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace, url: str, study: str, settings: Any, exp: Any
 
 
 def _write(out: Path, main: dict[str, Any], rand: dict[str, Any] | None, full_base: Any, exp: Any,
-           cost: dict[str, float]) -> None:
+           cost: dict[str, float], proxy: dict[str, Any]) -> None:
     from effnet.search.nas_report import nas_markdown, plot_pareto
     from effnet.search.nas_space import decode
 
@@ -146,13 +146,13 @@ def _write(out: Path, main: dict[str, Any], rand: dict[str, Any] | None, full_ba
         best = done[0]
         spec = decode(best["genome"], full_base)
         (out / "baseline.json").write_text(json.dumps({
-            "spec": spec.to_dict(), "genome": best["genome"], "proxy_spec": best["spec"],
+            "spec": spec.to_dict(), "genome": best["genome"], "proxy_spec": best["spec"], "proxy": proxy,
             "search": {k: best[k] for k in ("reward", "accuracy", "macs", "latency_ms", "params")}}, indent=2))
 
 
 def cmd_nas(args: argparse.Namespace) -> int:
     from effnet.cli.search import _baseline_and_budget
-    from effnet.search.trials import Experiment, resolve_baseline
+    from effnet.search.trials import Experiment, proxy_settings, resolve_baseline
 
     name = args.baseline or "efficientnet_b0"
     args.baseline = name
@@ -180,7 +180,8 @@ def cmd_nas(args: argparse.Namespace) -> int:
         from dataclasses import replace
 
         rand = _run(args, url, f"{args.study}-random", replace(settings, strategy="random"), exp, latency)
-    _write(out, main, rand, full_base, exp, cost)
+    _write(out, main, rand, full_base, exp, cost,
+           proxy_settings(args.base_depth, args.base_width, args.total_stride, args.image_size))
     from effnet.search.nas_report import summary
 
     for c in (main, rand):

@@ -106,6 +106,14 @@ def _plan_dict(plan: DemoPlan) -> dict[str, Any]:
     return asdict(plan)
 
 
+def _baseline_words(plan: dict[str, Any]) -> str:
+    """What the demo started from: B0's table shrunk, or the architecture step 0 found (``--nas``)."""
+    shrink = f"depth {plan['depth']:g}, width {plan['width']:g}, total stride {plan['total_stride']}"
+    if plan["baseline"] == "efficientnet_b0":
+        return f"EfficientNet-B0 stage table at {shrink}"
+    return f"the architecture found by step 0 (`{plan['baseline']}`, searched at {shrink}; nas/nas.md)"
+
+
 def report_markdown(r: dict[str, Any]) -> str:
     """The report as Markdown: what was run, the three tables, the plots, and the honest verdict."""
     from effnet.search.grid import load_result_dict
@@ -115,8 +123,8 @@ def report_markdown(r: dict[str, Any]) -> str:
     b, best = plan["budget"], search.best
     tm = r["timings"]
     md = [f"# effnet demo: compound scaling on {plan['data']}", "", *read_first(b), "",
-          f"Baseline: EfficientNet-B0 stage table at depth {plan['depth']:g}, width {plan['width']:g}, total stride "
-          f"{plan['total_stride']}, {plan['resolution']} px ({cmp['rows'][0]['macs'] / 1e6:.2f} M MACs). Every network "
+          f"Baseline: {_baseline_words(plan)}, {plan['resolution']} px ({cmp['rows'][0]['macs'] / 1e6:.2f} M MACs). "
+          "Every network "
           f"is trained identically: {b['train_images']} training images, {b['epochs']:g} epochs, batch "
           f"{b['batch_size']}, AdamW lr {b['lr']:g} with cosine decay. Wall time: search {tm['search']:.0f} s, scale "
           f"{tm['scale']:.0f} s, compare {tm['compare']:.0f} s, total {tm['total'] / 60:.1f} min.", "",

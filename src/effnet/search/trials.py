@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from effnet.catalog import MODELS, get_spec, load_spec_file
+from effnet.catalog import MODELS, get_spec, load_spec_file, searched_proxy
 from effnet.errors import EffnetError
 from effnet.scaling import DepthRounding, Multipliers, limit_stride, scale_spec
 from effnet.search.grid import Candidate
@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 
     from effnet.train.budget import Budget, ImageArrays
 
-__all__ = ["EvaluatorFactory", "Experiment", "Job", "job_key", "resolve_baseline", "run_jobs", "run_search_workers",
-           "run_study_workers", "run_worker_processes", "search_evaluator", "train_one", "worker_context"]
+__all__ = ["EvaluatorFactory", "Experiment", "Job", "job_key", "proxy_settings", "resolve_baseline", "run_jobs",
+           "run_search_workers", "run_study_workers", "run_worker_processes", "search_evaluator", "train_one",
+           "worker_context"]
 
 _ARRAYS: dict[tuple[str, Budget, int], ImageArrays] = {}  # per process, loaded once per (data, budget, seed)
 
@@ -95,6 +96,13 @@ class Experiment:
                                                                                      in_chans=1).macs
 
 
+def proxy_settings(depth: float, width: float, total_stride: int | None, resolution: int | None) -> dict[str, Any]:
+    """How :func:`resolve_baseline` shrinks a baseline, as ``effnet nas`` records it in ``baseline.json``
+    (``"proxy"``) so that the same settings later give back the searched proxy exactly."""
+    return {"depth": float(depth), "width": float(width), "total_stride": total_stride or None,
+            "resolution": resolution or None}
+
+
 def resolve_baseline(name: str, *, depth: float = 1.0, width: float = 1.0, total_stride: int | None = None,
                      resolution: int | None = None, depth_rounding: DepthRounding | None = None) -> NetworkSpec:
     """A baseline from a registered name or a spec JSON file (``NetworkSpec.to_dict()``, or the
@@ -106,6 +114,9 @@ def resolve_baseline(name: str, *, depth: float = 1.0, width: float = 1.0, total
         spec = get_spec(name, multipliers=Multipliers(depth, width) if (depth, width) != (1, 1) else None,
                         depth_rounding=depth_rounding or "ceil")
     else:
+        proxy = searched_proxy(name, proxy_settings(depth, width, total_stride, resolution))
+        if proxy is not None:  # an `effnet nas` result at the settings it was searched with
+            return proxy if depth_rounding is None else proxy.replace(depth_rounding=depth_rounding)
         spec = load_spec_file(name)
         spec = spec if depth_rounding is None else spec.replace(depth_rounding=depth_rounding)
         if (depth, width) != (1, 1):
