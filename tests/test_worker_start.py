@@ -33,7 +33,9 @@ def _parent(out: Path, *steps: str, timeout: float = 300) -> dict[str, dict[str,
 def test_workers_run_autograd_after_the_caller_did(tmp_path) -> None:
     res = _parent(tmp_path, "fork", "grad")
     # the simulated machine reproduces the bug: a plain fork of this process cannot run backward
-    assert "Unable to handle autograd's threading" in res["fork"]["child"]
+    # (PyTorch's error, or a child that deadlocked and was killed: both fail where workers must not)
+    child = res["fork"]["child"]
+    assert "Unable to handle autograd's threading" in child or child == "hung", child
     grad = res["grad"]
     assert grad["workers"] == 2 and len(grad["results"]) == 2
     assert f"grad-{grad['parent']}.json" not in grad["results"]  # computed in the workers, not here
