@@ -68,14 +68,17 @@ def folder(tmp_path: Path) -> Path:
 # --- same answers as the reference path ------------------------------------------------------------
 
 def test_decode_equals_the_reference_transform(folder: Path) -> None:
-    """The boxed resize reproduces resize-then-crop to within one level of 255 per pixel."""
+    """torchvision's uint8 resize reproduces Pillow's resize-then-crop to within 2 levels of 255 per
+    pixel, and almost everywhere exactly (noise images: the hardest case for rounding)."""
     tf = build_transform(PRE, train=False)
     for path in sorted(folder.iterdir()):
         pixels, _ = decode_for_model(path, PRE)
         assert pixels.shape == (32, 32, 3) and pixels.dtype == np.uint8
         ours = torch.from_numpy(normalize_batch(pixels[None], PRE))[0]
         ref = tf(load_image(path))
-        assert float((ours - ref).abs().max()) <= 1.01 / 255 / min(PRE.std)
+        diff = (ours - ref).abs()
+        assert float(diff.max()) <= 2.01 / 255 / min(PRE.std)
+        assert float((diff > 0.5 / 255 / max(PRE.std)).float().mean()) < 0.05  # within 1 level nearly everywhere
 
 
 @needs_sample
@@ -90,8 +93,9 @@ def test_pipeline_equals_the_eager_path_on_real_photos() -> None:
     assert [p.path for p in run.predictions] == [str(p) for p in photos] and not run.skipped
     for a, b in zip(run.predictions, ref, strict=True):
         assert [c for c, _, _ in a.top] == [c for c, _, _ in b.top]
-        # measured 2.4e-4: the boxed resize's ±1 pixel level, then the engine's 1e-4 logits
-        np.testing.assert_allclose([q for _, _, q in a.top], [q for _, _, q in b.top], atol=1e-3)
+        # measured 1.5e-3 here (5.5e-3 at most over the 100 sample photos through ORT): torchvision's
+        # uint8 resize is within 2 pixel levels of Pillow's, then the engine's 1e-4 logits
+        np.testing.assert_allclose([q for _, _, q in a.top], [q for _, _, q in b.top], atol=5e-3)
     assert run.logits is not None and run.logits.shape == (12, 1000)
     assert run.timing.model_s > 0 and run.timing.decode_s > 0 and run.engine == "eager"
 

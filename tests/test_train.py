@@ -189,7 +189,7 @@ import os, sys, torch
 from pathlib import Path
 from torch import nn
 from effnet.train.config import TrainConfig
-from effnet.train.dist import init_distributed, average_buffers
+from effnet.train.dist import init_distributed, average_buffers, finish_distributed
 from effnet.train.loop import setup, train_epoch
 cfg = TrainConfig(**eval(sys.argv[1]))
 info = init_distributed()
@@ -202,6 +202,7 @@ if sys.argv[3] == "frozen":
 train_epoch(run, Path(sys.argv[2]), None)
 average_buffers(run.model, info)
 torch.save(run.model.state_dict(), Path(sys.argv[2]) / f"rank{info.rank}.pt")
+finish_distributed(info)
 """
 
 

@@ -52,3 +52,14 @@ def barrier(info: DistInfo) -> None:
     if info.enabled:
         torch_dist.barrier()
 
+
+
+def finish_distributed(info: DistInfo) -> None:
+    """Leave the process group together: a barrier, then ``destroy_process_group``.
+
+    Without it each rank tears gloo down at interpreter exit on its own; a rank that exits while
+    the other's gloo thread is still joined to it aborts with "terminate called without an active
+    exception" (SIGABRT, seen in tests/test_train.py's two-rank test under load)."""
+    if info.enabled and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()

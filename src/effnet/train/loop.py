@@ -37,7 +37,7 @@ from effnet.paths import output_dir
 from effnet.train.build import build_model
 from effnet.train.config import TrainConfig
 from effnet.train.data import EpochSampler, SeededTransformDataset
-from effnet.train.dist import DistInfo, average_buffers, barrier, init_distributed
+from effnet.train.dist import DistInfo, average_buffers, barrier, finish_distributed, init_distributed
 from effnet.train.ema import ModelEma
 from effnet.train.guards import LossGuard, TrainingDiverged, check_val_loss, recalibrate_bn
 from effnet.train.metrics import EvalMetrics, evaluate, plot_confusion
@@ -346,6 +346,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False) -> dict[st
             bar.close()
         if run.tb is not None:
             run.tb.close()
+    finish_distributed(info)
     last = (run.history or [{}])[-1]
     return {"top1": last.get("top1"), "top5": last.get("top5"), "best_top1": run.best_top1,
             "epochs": run.epoch, "steps": run.step, "seconds": time.time() - start, "history": run.history,
