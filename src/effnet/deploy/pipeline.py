@@ -5,7 +5,7 @@ and resizes every image in the calling process and then runs the eager model, so
 the decoder and the decoder for the model. Here the two overlap (docs/inference.md has the figures):
 
 * worker processes (a torch ``DataLoader``) decode each file through the data layer's safe loader
-  and :mod:`effnet.data.decode` (JPEG draft decoding, only the crop's columns resized) and hand over
+  and :mod:`effnet.data.decode` (JPEG draft decoding, torchvision's uint8 resize) and hand over
   whole normalised batches; a file that cannot be read is named with its reason and the rest of its
   batch goes on;
 * the calling process feeds the batches to an engine from
