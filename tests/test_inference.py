@@ -68,3 +68,29 @@ def test_bf16_guard_reruns_near_ties_in_fp32(tiny):
     none = effnet.optimize_for_inference(tiny, example=x, dtype="bf16", engine="eager", bf16_guard=0.0)
     none(x)
     assert none.rechecked == 0
+
+
+def test_a_temporary_work_folder_lives_as_long_as_its_engine(tiny, tmp_path, monkeypatch):
+    """Without ``workdir`` each call used to leave its ONNX files in /tmp (20 MB for B0, per call)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import gc
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp makes its folders
+    fast = effnet.optimize_for_inference(tiny, example=torch.randn(2, 3, 32, 32), engine="onnxruntime")
+    folder = fast.workdir
+    assert folder is not None and folder.parent == tmp_path and any(folder.iterdir())
+    assert fast(torch.randn(3, 3, 32, 32)).shape == (3, 10)  # a new batch size still finds its files
+    del fast
+    gc.collect()
+    assert not folder.exists()
+    with pytest.raises(EffnetError, match="calibration"):  # a failed build leaves nothing either
+        effnet.optimize_for_inference(tiny, dtype="int8", engine="onnxruntime")
+    assert not list(tmp_path.glob("effnet-*"))
+    given = tmp_path / "mine"
+    kept = effnet.optimize_for_inference(tiny, example=torch.randn(2, 3, 32, 32), engine="onnxruntime", workdir=given)
+    assert kept.workdir is None
+    del kept
+    gc.collect()
+    assert (given / "model.onnx").is_file()  # a folder the caller named is the caller's

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import tempfile
 import warnings
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,6 +64,7 @@ class OptimizedModel:
         self.recheck_margin = 0.0
         self.rechecked = 0  # rows re-run in fp32 so far
         self.choice: Choice | None = None  # what engine="auto" measured (None: the engine was given)
+        self.workdir: Path | None = None  # the temporary folder of its files, when optimize_for_inference made one
 
     def report(self) -> str:
         """What was measured and chosen (every candidate, its figure, the load), or why nothing was."""
@@ -384,7 +387,8 @@ def optimize_for_inference(model: nn.Module, *, example: torch.Tensor | None = N
         engine: ``auto`` (race the verified candidates, keep the fastest; see
             :mod:`effnet.deploy.choice`), ``eager``, ``compile``, ``onnxruntime`` or ``openvino``.
         calibration: preprocessed real images for int8 (100 is enough; random noise is not).
-        workdir: where ONNX files are kept (default: a temporary directory). The exported (and int8
+        workdir: where ONNX files are kept (default: a temporary directory, ``.workdir``, deleted when
+            the returned engine is garbage-collected or the process exits). The exported (and int8
             quantised) files of effnet models are also kept in the engine cache and reused by later
             calls and processes (:mod:`effnet.deploy.engine_cache`; ``EFFNET_CACHE=off`` disables it).
         bf16_guard: bf16 only: re-run in fp32 the rows whose top-2 logit margin is below this fraction
@@ -402,8 +406,17 @@ def optimize_for_inference(model: nn.Module, *, example: torch.Tensor | None = N
     model = model.eval()
     x = _example(model, example)
     dtype, notes = _hardware_dtype(dtype, engine)
+    own = workdir is None  # a temporary folder of ours lives as long as the engine that reads it
     workdir = workdir or tempfile.mkdtemp(prefix="effnet-onnx-")
     kwargs: dict[str, object] = {"workdir": workdir, "calibration": calibration, "bf16_guard": bf16_guard}
-    if engine == "auto":
-        return _auto(model, x, dtype, notes, **kwargs)
-    return _build_verified(model, [engine], x, True, dtype=dtype, **kwargs)[0][engine]
+    try:
+        fast = (_auto(model, x, dtype, notes, **kwargs) if engine == "auto"
+                else _build_verified(model, [engine], x, True, dtype=dtype, **kwargs)[0][engine])
+    except BaseException:
+        if own:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    if own:  # removed when the engine is garbage-collected or at exit (20 MB for B0 per call otherwise)
+        fast.workdir = Path(workdir)
+        weakref.finalize(fast, shutil.rmtree, workdir, True)
+    return fast
