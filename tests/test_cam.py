@@ -101,8 +101,14 @@ def test_cam_on_coffee_lands_on_the_cup(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["cam", str(photo), "--model", "efficientnet_lite0", "--pretrained", "--out", str(out)]) == 0
     assert "class 967 espresso" in capsys.readouterr().out
     assert Image.open(out / "coffee.cam.png").size == (224, 224)
-    raw = np.load(out / "coffee.cam.npy")
-    torch.testing.assert_close(torch.from_numpy(raw), compute_cam(model, x).raw)
+    raw = torch.from_numpy(np.load(out / "coffee.cam.npy"))
+    # the CLI decodes through the pipeline (docs/inference.md): exactly its pixels' CAM, and within
+    # 1 % of the reference transform's (pixels within 2 levels; measured 1.0 % at most)
+    from effnet.data.decode import decode_for_model, normalize_batch
+
+    fast = torch.from_numpy(normalize_batch(decode_for_model(photo, model.preprocessing)[0][None], model.preprocessing))
+    torch.testing.assert_close(raw, compute_cam(model, fast[0]).raw)
+    torch.testing.assert_close(raw, compute_cam(model, x).raw, rtol=0.03, atol=0.02 * float(raw.abs().max()))
     code = main(["cam", str(photo), "--model", "efficientnet_lite0", "--pretrained",
                  "--class", "1000"])
     err = capsys.readouterr().err
