@@ -91,3 +91,12 @@ def test_allow_below_one(capsys: pytest.CaptureFixture[str]) -> None:
 def test_console_script_and_module_entry_points() -> None:
     r = subprocess.run([sys.executable, "-m", "effnet", "describe", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_warnings_name_effnet_once() -> None:
+    """Library warnings start with "effnet: " for API users; the CLI's one-line form adds its own."""
+    from effnet.cli.app import _format_warning
+
+    assert _format_warning(UserWarning("effnet: SE-gate plans disabled"), UserWarning) == \
+        "effnet: warning: SE-gate plans disabled\n"
+    assert _format_warning(UserWarning("warmup shortened"), UserWarning) == "effnet: warning: warmup shortened\n"

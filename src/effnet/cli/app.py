@@ -260,8 +260,9 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _format_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> str:
-    """A warning is one line for the user (``effnet: warning: ...``), not a source location."""
-    return f"effnet: warning: {message}\n"
+    """A warning is one line for the user (``effnet: warning: ...``), not a source location; library
+    warnings that name effnet already (``effnet: ...``, for API users) do not say it twice."""
+    return f"effnet: warning: {str(message).removeprefix('effnet: ')}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

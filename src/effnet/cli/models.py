@@ -79,7 +79,7 @@ def _notes() -> Iterator[None]:
         finally:
             seen = set()
             for w in caught:
-                text = str(w.message).splitlines()[0]
+                text = str(w.message).splitlines()[0].removeprefix("effnet: ")  # said once, below
                 if text not in seen and "transparent pixels now show white" not in text:
                     seen.add(text)
                     print(f"effnet: note: {text}", file=sys.stderr)
