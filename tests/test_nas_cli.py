@@ -67,6 +67,8 @@ def test_real_search_writes_everything_and_a_rerun_resumes(tmp_path, capsys) -> 
     assert res["search"]["settings"]["strategy"] == "tpe" and res["random"]["settings"]["strategy"] == "random"
     assert "| stage | operator | resolution | channels | layers |" in (out / "nas.md").read_text()
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "nas.html").read_text()  # the same report as a page: stage tables and the plot
+    assert page.count("<table>") >= 3 and '<img src="pareto.png"' in page and "<th>operator</th>" in page
     # the found baseline: a full-size spec (the genome over B0's table) that effnet's commands accept
     from effnet import create_model, estimate_cost
     from effnet.search.trials import resolve_baseline

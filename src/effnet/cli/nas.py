@@ -134,12 +134,15 @@ def _run(args: argparse.Namespace, url: str, study: str, settings: Any, exp: Any
 
 def _write(out: Path, main: dict[str, Any], rand: dict[str, Any] | None, full_base: Any, exp: Any,
            cost: dict[str, float], proxy: dict[str, Any]) -> None:
+    from effnet.search.demo import markdown_to_html
     from effnet.search.nas_report import nas_markdown, plot_pareto
     from effnet.search.nas_space import decode
 
     (out / "results.json").write_text(json.dumps({"search": main, "random": rand, "base_cost": cost,
                                                   "base": exp.baseline.to_dict()}, indent=2))
-    (out / "nas.md").write_text(nas_markdown(main, rand, exp.baseline, cost))
+    md = nas_markdown(main, rand, exp.baseline, cost)
+    (out / "nas.md").write_text(md)
+    (out / "nas.html").write_text(markdown_to_html(md, title=f"effnet nas {main['study']}"))
     plot_pareto(main, rand, cost, out / "pareto.png")
     done = [r for r in main["trials"] if r["state"] == "COMPLETE"]
     if done:

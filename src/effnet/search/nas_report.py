@@ -81,7 +81,8 @@ def nas_markdown(main: Mapping[str, Any], rand: Mapping[str, Any] | None, base: 
     lines += [table(["strategy", "completed", "failed", "best reward", "best acc %", "best acc % at <= base MACs",
                      "train s"],
                     [[r["strategy"], r["completed"], r["failed"], _fmt(r["best_reward"]), _fmt(r["best_accuracy"]),
-                      _fmt(r["best_accuracy_at_base_macs"]), r["train_seconds"]] for r in rows], markdown=True), ""]
+                      _fmt(r["best_accuracy_at_base_macs"]), r["train_seconds"]] for r in rows], markdown=True), "",
+              "![accuracy against cost, each strategy and its Pareto front](pareto.png)", ""]
     for i, r in enumerate(_done(main)[:top], start=1):
         spec = NetworkSpec.from_dict(r["spec"])
         lat = f", {r['latency_ms']:.2f} ms" if r.get("latency_ms") is not None else ""
