@@ -42,7 +42,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 warnings.filterwarnings("ignore")
-DATA = Path(os.environ.get("EFFNET_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data"
+# the shared data folder, as everywhere else in effnet: $EFFNET_SHARED_DATA, else ../shared/data
+DATA = Path(os.environ.get("EFFNET_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SAMPLE = DATA / "imagenet-sample-100"
 
 
