@@ -40,11 +40,14 @@ from torchvision.transforms.v2.functional import InterpolationMode, resize
 from effnet.data.images import ImageReport, _open_rgb
 from effnet.preprocessing import Preprocessing
 
-__all__ = ["DRAFT_MARGIN", "crop_box", "crop_for_model", "decode_for_model", "draft_request", "normalize_batch",
-           "open_for_model", "resized_size"]
+__all__ = ["DRAFT_MARGIN", "WINDOW_ABOVE", "crop_box", "crop_for_model", "decode_for_model", "draft_request",
+           "normalize_batch", "open_for_model", "resized_size"]
 
 # The draft leaves at least this many times the resized size (measured in docs/inference.md).
 DRAFT_MARGIN = 2.0
+# A resized picture above this many crops' area is resized only around the crop (crop_for_model).
+WINDOW_ABOVE = 12
+_WINDOW_PAD = 8  # output pixels kept beyond the crop on each side, more than the filters' reach
 _FILTERS = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
 
 
@@ -107,7 +110,14 @@ def open_for_model(path: str | os.PathLike[str], pre: Preprocessing, *,
 
 def crop_for_model(img: Image.Image, full: tuple[int, int], pre: Preprocessing) -> np.ndarray:
     """The resize half of :func:`decode_for_model`: the eval geometry of a ``full``-sized picture
-    applied to ``img`` (``full`` itself, or a libjpeg draft of it), as ``(r, r, 3)`` uint8."""
+    applied to ``img`` (``full`` itself, or a libjpeg draft of it), as ``(r, r, 3)`` uint8.
+
+    A picture whose resized size would exceed :data:`WINDOW_ABOVE` crops' area (an aspect ratio
+    beyond about 1:9; a 1×30,000 strip would resize to 256×7,680,000, 5.9 GB) is resized only in
+    a window around the crop, 8 output pixels wider on each side: the memory stays bounded whatever
+    the aspect ratio. The window's sampling grid can sit up to one source pixel off the full
+    resize's, so these pixels are approximate (a synthetic high-frequency strip: mean difference
+    0.2 levels of 255; tests/test_pipeline.py); ordinary photos never take this path."""
     (rw, rh), _ = crop_box(full, pre)
     r = pre.resolution
     # torchvision's CenterCrop anchor, as in crop_box
@@ -117,8 +127,24 @@ def crop_for_model(img: Image.Image, full: tuple[int, int], pre: Preprocessing) 
         warnings.simplefilter("ignore", UserWarning)
         x = torch.from_numpy(np.asarray(img, dtype=np.uint8)).permute(2, 0, 1)  # channels-last view
     if img.size != (rw, rh):  # a drafted picture is resized to the full picture's resized size
+        if rw * rh > WINDOW_ABOVE * r * r:
+            x, rh, top = _window(x, 1, rh, top, r)
+            x, rw, left = _window(x, 2, rw, left, r)
         x = resize(x, [rh, rw], interpolation=_FILTERS[pre.interpolation], antialias=True)
     return np.ascontiguousarray(x[:, top:top + r, left:left + r].permute(1, 2, 0).numpy())
+
+
+def _window(x: torch.Tensor, dim: int, n_out: int, start: int, r: int) -> tuple[torch.Tensor, int, int]:
+    """Along ``dim``: the source span that the output pixels ``start - pad .. start + r + pad`` of a
+    resize to ``n_out`` read, the output size that span resizes to, and the crop's offset in it."""
+    n_src = x.shape[dim]
+    if n_out <= r + 4 * _WINDOW_PAD:
+        return x, n_out, start
+    scale = n_src / n_out
+    s0 = max(0, math.floor((start - _WINDOW_PAD) * scale))
+    s1 = min(n_src, math.ceil((start + r + _WINDOW_PAD) * scale))
+    o0 = round(s0 / scale)
+    return x.narrow(dim, s0, s1 - s0), max(r, round(s1 / scale) - o0), start - o0
 
 
 def _upright(stored: tuple[int, int], decoded: tuple[int, int]) -> tuple[int, int]:
