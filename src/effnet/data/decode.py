@@ -35,30 +35,35 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms.v2.functional import InterpolationMode, resize
+from torchvision.transforms.v2.functional import InterpolationMode, center_crop, resize
 
 from effnet.data.images import ImageReport, _open_rgb
 from effnet.preprocessing import Preprocessing
 
-__all__ = ["DRAFT_MARGIN", "WINDOW_ABOVE", "crop_box", "crop_for_model", "decode_for_model", "draft_request",
+__all__ = ["DRAFT_MARGIN", "MAX_LONG_SIDE", "crop_box", "crop_for_model", "decode_for_model", "draft_request",
            "normalize_batch", "open_for_model", "resized_size"]
 
 # The draft leaves at least this many times the resized size (measured in docs/inference.md).
 DRAFT_MARGIN = 2.0
-# A resized picture above this many crops' area is resized only around the crop (crop_for_model).
-WINDOW_ABOVE = 12
-_WINDOW_PAD = 8  # output pixels kept beyond the crop on each side, more than the filters' reach
+# The eval resize caps the longer side at this many times the shorter one (torchvision's ``max_size``):
+# without a cap a 3×30,000 strip resized to a 256 px shorter side is 256×2,560,000 pixels (2 GB), and
+# photos (up to 1:4 panoramas) are nowhere near it.
+MAX_LONG_SIDE = 64
 _FILTERS = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
 
 
 def resized_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
     """(width, height) after resizing the shorter side of ``size`` to ``shorter`` with the aspect kept,
-    truncated as torchvision's ``Resize(int)`` does (``torchvision/transforms/v2/functional/_geometry.py``,
+    the longer side capped at :data:`MAX_LONG_SIDE` × ``shorter``, truncated as torchvision's
+    ``Resize(int, max_size=...)`` does (``torchvision/transforms/functional.py``,
     ``_compute_resized_output_size``)."""
     w, h = size
     short, long = (w, h) if w <= h else (h, w)
-    new_long = int(shorter * long / short)
-    return (shorter, new_long) if w <= h else (new_long, shorter)
+    new_short, new_long = shorter, int(shorter * long / short)
+    cap = MAX_LONG_SIDE * shorter
+    if new_long > cap:  # an extreme aspect ratio: the longer side is capped, the shorter one shrinks
+        new_short, new_long = max(1, int(cap * new_short / new_long)), cap
+    return (new_short, new_long) if w <= h else (new_long, new_short)
 
 
 def crop_box(size: tuple[int, int], pre: Preprocessing) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
@@ -68,7 +73,7 @@ def crop_box(size: tuple[int, int], pre: Preprocessing) -> tuple[tuple[int, int]
     rw, rh = resized_size(size, int(pre.resolution / pre.crop_pct))
     r = pre.resolution
     # torchvision's CenterCrop anchor (_center_crop_compute_crop_anchor); a picture smaller than the
-    # crop is padded there, which the resize to >= r never leaves to happen.
+    # crop (only where MAX_LONG_SIDE shrank the shorter side) is padded there first.
     top, left = round((rh - r) / 2.0), round((rw - r) / 2.0)
     sx, sy = w / rw, h / rh
     return (rw, rh), (left * sx, top * sy, (left + r) * sx, (top + r) * sy)
@@ -112,39 +117,18 @@ def crop_for_model(img: Image.Image, full: tuple[int, int], pre: Preprocessing) 
     """The resize half of :func:`decode_for_model`: the eval geometry of a ``full``-sized picture
     applied to ``img`` (``full`` itself, or a libjpeg draft of it), as ``(r, r, 3)`` uint8.
 
-    A picture whose resized size would exceed :data:`WINDOW_ABOVE` crops' area (an aspect ratio
-    beyond about 1:9; a 1×30,000 strip would resize to 256×7,680,000, 5.9 GB) is resized only in
-    a window around the crop, 8 output pixels wider on each side: the memory stays bounded whatever
-    the aspect ratio. The window's sampling grid can sit up to one source pixel off the full
-    resize's, so these pixels are approximate (a synthetic high-frequency strip: mean difference
-    0.2 levels of 255; tests/test_pipeline.py); ordinary photos never take this path."""
+    Geometry as in :func:`effnet.data.build_transform`'s eval pipeline, extreme aspect ratios
+    included: the longer side is capped (:data:`MAX_LONG_SIDE`), and a shorter side that ends up
+    below the crop is padded with black by torchvision's ``center_crop``, as the reference does."""
     (rw, rh), _ = crop_box(full, pre)
     r = pre.resolution
-    # torchvision's CenterCrop anchor, as in crop_box
-    top, left = round((rh - r) / 2.0), round((rw - r) / 2.0)
     with warnings.catch_warnings():
         # PIL's array is read-only and torch warns about viewing it; nothing here writes to it.
         warnings.simplefilter("ignore", UserWarning)
         x = torch.from_numpy(np.asarray(img, dtype=np.uint8)).permute(2, 0, 1)  # channels-last view
     if img.size != (rw, rh):  # a drafted picture is resized to the full picture's resized size
-        if rw * rh > WINDOW_ABOVE * r * r:
-            x, rh, top = _window(x, 1, rh, top, r)
-            x, rw, left = _window(x, 2, rw, left, r)
         x = resize(x, [rh, rw], interpolation=_FILTERS[pre.interpolation], antialias=True)
-    return np.ascontiguousarray(x[:, top:top + r, left:left + r].permute(1, 2, 0).numpy())
-
-
-def _window(x: torch.Tensor, dim: int, n_out: int, start: int, r: int) -> tuple[torch.Tensor, int, int]:
-    """Along ``dim``: the source span that the output pixels ``start - pad .. start + r + pad`` of a
-    resize to ``n_out`` read, the output size that span resizes to, and the crop's offset in it."""
-    n_src = x.shape[dim]
-    if n_out <= r + 4 * _WINDOW_PAD:
-        return x, n_out, start
-    scale = n_src / n_out
-    s0 = max(0, math.floor((start - _WINDOW_PAD) * scale))
-    s1 = min(n_src, math.ceil((start + r + _WINDOW_PAD) * scale))
-    o0 = round(s0 / scale)
-    return x.narrow(dim, s0, s1 - s0), max(r, round(s1 / scale) - o0), start - o0
+    return np.ascontiguousarray(center_crop(x, [r, r]).permute(1, 2, 0).numpy())
 
 
 def _upright(stored: tuple[int, int], decoded: tuple[int, int]) -> tuple[int, int]:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from torchvision.transforms import v2
 
+from effnet.data.decode import MAX_LONG_SIDE
 from effnet.errors import DataError
 from effnet.preprocessing import IMAGENET_PREPROCESSING, INCEPTION_PREPROCESSING, Preprocessing
 
@@ -42,8 +43,10 @@ def build_transform(
     """Build the torchvision ``v2`` pipeline from a PIL RGB image to a normalized ``(3, r, r)`` float tensor.
 
     Eval: resize the shorter side to ``int(r / crop_pct)`` (aspect kept), center crop ``r``, as in the
-    TF reference and timm. Train: RandomResizedCrop(r, scale=crop_scale) + horizontal flip + AutoAugment
-    or RandAugment (the paper trains B0-B7 with AutoAugment; RandAugment is its cheaper successor),
+    TF reference and timm; the longer side is capped at :data:`effnet.data.decode.MAX_LONG_SIDE` times
+    the shorter (aspect ratios beyond 1:64 only; the crop is then padded with black).
+    Train: RandomResizedCrop(r, scale=crop_scale) + horizontal flip + AutoAugment or RandAugment
+    (the paper trains B0-B7 with AutoAugment; RandAugment is its cheaper successor),
     all with antialiased resizing.
 
     Args:
@@ -63,7 +66,9 @@ def build_transform(
     interpolation = _INTERPOLATIONS[pre.interpolation]
     if not train:
         resize = int(pre.resolution / pre.crop_pct)
-        return v2.Compose([v2.Resize(resize, interpolation=interpolation, antialias=True),
+        # max_size: an extreme aspect ratio (a 3×30,000 strip) would otherwise resize to gigabytes
+        return v2.Compose([v2.Resize(resize, interpolation=interpolation, antialias=True,
+                                     max_size=MAX_LONG_SIDE * resize),
                            v2.CenterCrop(pre.resolution), *normalize])
     if not 0.0 < crop_scale[0] <= crop_scale[1] <= 1.0:
         raise DataError(f"crop_scale={crop_scale!r} must satisfy 0 < low <= high <= 1 (area fractions)")
