@@ -196,7 +196,8 @@ def cmd_nas(args: argparse.Namespace) -> int:
                   "best at <= base MACs " + ("none (every trial costs more)" if at_base is None else f"{at_base} %")
                   + f"; {s['completed']} completed, {s['failed']} failed")
     print(f"{time.time() - t:.0f} s wall, load {load[0]:.1f} -> {os.getloadavg()[0]:.1f}; wrote {out}/results.json, "
-          f"nas.md, pareto.png" + (", baseline.json" if (out / "baseline.json").exists() else ""), file=sys.stderr)
+          "nas.md, nas.html, pareto.png" + (", baseline.json" if (out / "baseline.json").exists() else ""),
+          file=sys.stderr)
     return 0
 
 
@@ -233,7 +234,8 @@ def add_commands(sub: Any) -> None:
     g.add_argument("--latency-batch", type=int, default=1, help="batch size of the latency measurement (1)")
     g.add_argument("--storage", help="journal file or postgresql://... (default OUT/nas.log)")
     g.add_argument("--study", default="nas", help="study name; the random baseline is STUDY-random (nas)")
-    g.add_argument("--out", help="folder for results.json, nas.md, pareto.png, baseline.json (runs/nas-STUDY)")
+    g.add_argument("--out", help="folder for results.json, nas.md, nas.html, pareto.png, baseline.json "
+                                 "(runs/nas-STUDY)")
     g.add_argument("--heartbeat", type=float, default=10.0)
     g.add_argument("--stale-after", type=float, default=60.0, help="seconds without heartbeat before a retry (60)")
     p.set_defaults(func=cmd_nas)
