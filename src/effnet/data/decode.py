@@ -11,7 +11,7 @@ The reference eval pipeline (:func:`effnet.data.build_transform`: resize the sho
   photos of ``shared/data/imagenet-sample-100`` (0.19 MP, resize to 256, crop 224, bicubic) it took
   0.52 ms of CPU per image against 1.60 ms for Pillow's resize of the crop's columns, and its pixels
   differ from Pillow's by at most 2 levels of 255 (mean 0.0035 levels; 5 pixels in 10 million differ
-  by more than 1) — docs/inference.md. The decoded picture is viewed, not copied, as a tensor.
+  by more than 1) — docs/inference.md. torch views PIL's array channels-last, without a copy.
 * **JPEGs are decoded at a reduced scale** when ``draft`` is on: ``Image.draft`` asks libjpeg for the
   smallest of its 1/2, 1/4, 1/8 DCT-domain scales that still leaves the shorter side at least twice
   the resize target (:data:`DRAFT_MARGIN`), so a 12 MP photo decodes at about the cost of a
