@@ -40,7 +40,7 @@ from torchvision.transforms.v2.functional import InterpolationMode, center_crop,
 from effnet.data.images import ImageReport, _open_rgb
 from effnet.preprocessing import Preprocessing
 
-__all__ = ["DRAFT_MARGIN", "MAX_LONG_SIDE", "crop_box", "crop_for_model", "decode_for_model", "draft_request",
+__all__ = ["DRAFT_MARGIN", "MAX_LONG_SIDE", "crop_for_model", "decode_for_model", "draft_request", "eval_size",
            "normalize_batch", "open_for_model", "resized_size"]
 
 # The draft leaves at least this many times the resized size (measured in docs/inference.md).
@@ -66,25 +66,18 @@ def resized_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
     return (new_short, new_long) if w <= h else (new_long, new_short)
 
 
-def crop_box(size: tuple[int, int], pre: Preprocessing) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
-    """The eval pipeline's geometry for a picture of ``size``: the resized size and the center crop's
-    box mapped back into the picture's own pixel coordinates (floats; PIL accepts them)."""
-    w, h = size
-    rw, rh = resized_size(size, int(pre.resolution / pre.crop_pct))
-    r = pre.resolution
-    # torchvision's CenterCrop anchor (_center_crop_compute_crop_anchor); a picture smaller than the
-    # crop (only where MAX_LONG_SIDE shrank the shorter side) is padded there first.
-    top, left = round((rh - r) / 2.0), round((rw - r) / 2.0)
-    sx, sy = w / rw, h / rh
-    return (rw, rh), (left * sx, top * sy, (left + r) * sx, (top + r) * sy)
+def eval_size(size: tuple[int, int], pre: Preprocessing) -> tuple[int, int]:
+    """The (width, height) the eval pipeline resizes a picture of ``size`` to before its center crop:
+    the shorter side to ``int(resolution / crop_pct)``, as :func:`effnet.data.build_transform` does."""
+    return resized_size(size, int(pre.resolution / pre.crop_pct))
 
 
 def draft_request(size: tuple[int, int], pre: Preprocessing, *, margin: float = DRAFT_MARGIN) -> tuple[int, int]:
     """The (width, height) to ask ``Image.draft`` for: ``margin`` times the resize target, so that
-    PIL's bicubic filter still does the last ≥ ``margin``× of the downscale (libjpeg's DCT scaling
+    the resize filter still does the last ≥ ``margin``× of the downscale (libjpeg's DCT scaling
     alone, ``margin=1``, flipped 2 of 100 top-1 predictions on camera-sized photos; see
     docs/inference.md)."""
-    (rw, rh), _ = crop_box(size, pre)
+    rw, rh = eval_size(size, pre)
     return max(1, math.ceil(rw * margin)), max(1, math.ceil(rh * margin))
 
 
@@ -120,7 +113,7 @@ def crop_for_model(img: Image.Image, full: tuple[int, int], pre: Preprocessing) 
     Geometry as in :func:`effnet.data.build_transform`'s eval pipeline, extreme aspect ratios
     included: the longer side is capped (:data:`MAX_LONG_SIDE`), and a shorter side that ends up
     below the crop is padded with black by torchvision's ``center_crop``, as the reference does."""
-    (rw, rh), _ = crop_box(full, pre)
+    rw, rh = eval_size(full, pre)
     r = pre.resolution
     with warnings.catch_warnings():
         # PIL's array is read-only and torch warns about viewing it; nothing here writes to it.
