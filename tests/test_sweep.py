@@ -141,6 +141,20 @@ def test_the_plots_are_pngs(tmp_path: Path) -> None:
         assert path.read_bytes()[:8] == PNG
 
 
+def test_arms_that_are_one_network_are_drawn_once_with_both_names() -> None:
+    """The search's compound (1, 1.4, 1) is the width-only network at matched MACs: drawn twice, the
+    second line would hide the first; one line named "width = compound" shows both arms."""
+    from effnet.search.sweep_report import _curves, pyplot
+
+    rows = [_row(m, "-", s, a + s, budget="4000x2") | {"image_epochs": 8000, "macs": 2e6}
+            for m, a in (("width", 70), ("compound", 70), ("resolution", 75)) for s in range(3)]
+    series = {(s["method"], s["rounding"]): [s] for s in summarize_sweep(rows)}
+    fig, ax = pyplot().subplots()
+    _curves(ax, series, "image_epochs")
+    assert sorted(ax.get_legend_handles_labels()[1]) == ["resolution", "width = compound"]
+    pyplot().close(fig)
+
+
 WORKER_ARGS = ["--budgets", "96x1", "--batch-size", "32", "--base-depth", "0.25", "--base-width", "0.25",
                "--image-size", "16", "--seeds", "2", "--eval-images", "64", "--macs-levels", "2",
                "--heartbeat", "0.5", "--stale-after", "3", "--workers", "1", "--depth-rounding", "ceil"]

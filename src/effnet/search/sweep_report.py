@@ -107,11 +107,22 @@ def _series(summary: Sequence[Mapping[str, Any]], level: float) -> dict[tuple[st
 
 
 def _curves(ax: Any, series: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]], x: str, scale: float = 1.0) -> None:
-    """One error-bar line per (arm, rounding): mean ± std over seeds against ``x``; round dashed."""
+    """One error-bar line per (arm, rounding): mean ± std over seeds against ``x``; round dashed.
+    Arms whose points coincide (the search's compound (1, 1.4, 1) is the width-only network at matched
+    MACs) are drawn once with both names, so neither hides under the other."""
+    drawn: dict[tuple[tuple[float, float], ...], tuple[Any, list[str]]] = {}
     for (method, rounding), ss in series.items():
-        ax.errorbar([s[x] / scale for s in ss], [s["mean"] for s in ss], yerr=[s["std"] for s in ss],
-                    fmt="o" + ("--" if rounding == "round" else "-"), capsize=3, color=COLORS.get(method, "gray"),
-                    label=method + ("" if rounding == "-" else f" ({rounding})"))
+        key = tuple((float(s[x]), float(s["mean"])) for s in ss)
+        name = method + ("" if rounding == "-" else f" ({rounding})")
+        if key in drawn:
+            drawn[key][1].append(name)
+            continue
+        line = ax.errorbar([s[x] / scale for s in ss], [s["mean"] for s in ss], yerr=[s["std"] for s in ss],
+                           fmt="o" + ("--" if rounding == "round" else "-"), capsize=3,
+                           color=COLORS.get(method, "gray"), label=name)
+        drawn[key] = (line, [name])
+    for line, names in drawn.values():
+        line.set_label(" = ".join(names))
 
 
 def _save(fig: Any, ax: Any, path: str | Path, labels: tuple[str, str, str], log_x: bool = False) -> Path:
