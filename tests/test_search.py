@@ -145,3 +145,31 @@ def test_a_nan_accuracy_is_a_failed_trial_not_a_ranking(tmp_path) -> None:
     run_worker(storage, "s", lambda c: float("nan") if c.index == 0 else score(c))
     rec = next(r for r in collect(storage, "s").records if r.candidate.index == 0)
     assert rec.state == "FAIL" and "accuracy nan" in rec.error
+
+
+def test_a_worker_over_several_studies_moves_on_instead_of_idling(tmp_path) -> None:
+    """The sweep's workers (`effnet.search.trials._studies_worker`): while another worker still runs
+    a trial of study a, a worker with nothing queued there trains study b first, and only then waits
+    on a, taking the trial over once its worker has gone silent (stale)."""
+    from effnet.search.study import _next_trial
+    from effnet.search.trials import _studies_worker
+
+    url = str(tmp_path / "s.log")
+    storage = open_storage(url)
+    cands = grid_candidates(GRID)[:3]
+    for name in ("a", "b"):
+        open_study(storage, name, GRID, cands, {"k": name})
+    held = _next_trial(storage, storage.get_study_id_from_name("a"), heartbeat=0.2, stale_after=1.0, wait=False)
+    assert held is not None  # another worker's trial, whose worker then dies (no more heartbeats)
+    order: list[tuple[str, int]] = []
+
+    def make(_storage, study: str):
+        def evaluate(c: Candidate) -> dict:
+            order.append((study, c.index))
+            return {"accuracy": score(c), "seconds": 0.0}
+        return evaluate
+
+    _studies_worker(url, ("a", "b"), make, 0.2, 1.0)
+    assert [s for s, _ in order] == ["a", "a", "b", "b", "b", "a"]  # b before a's stale trial
+    assert sorted(i for s, i in order if s == "a") == [0, 1, 2]
+    assert all(len(collect(storage, n).completed) == 3 for n in ("a", "b"))

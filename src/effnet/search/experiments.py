@@ -204,7 +204,7 @@ def run_sweep(s: SweepSettings, out: Path, *, storage: str | None = None, prefix
         sweep_document,
         write_csv,
     )
-    from effnet.search.trials import run_study_workers
+    from effnet.search.trials import run_studies_workers
 
     out.mkdir(parents=True, exist_ok=True)
     url = storage or str(out / "sweep.log")
@@ -214,17 +214,18 @@ def run_sweep(s: SweepSettings, out: Path, *, storage: str | None = None, prefix
     for p in plans:
         open_study(store, p.name, p.grid_doc(), p.candidates(base_macs), study_context(s, p))
     load = [os.getloadavg()]
-    for p in plans if train else []:
-        progress = bar(len(p.jobs), p.name) if bar else None
+    if train:
+        total = sum(len(p.jobs) for p in plans)
+        progress = bar(total, f"sweep ({len(plans)} studies)") if bar else None
 
-        def update(p: Any = p, progress: Any = progress) -> None:
+        def update() -> None:
             if progress is not None:
-                progress.n = len(completed_metrics(store, p.name))
+                progress.n = sum(len(completed_metrics(store, p.name)) for p in plans)
                 progress.refresh()
 
-        try:
-            run_study_workers(url, p.name, sweep_evaluator, workers=workers, heartbeat=heartbeat,
-                              stale_after=stale_after, on_progress=update)
+        try:  # one pool over every study: a worker whose study has nothing queued takes the next one's
+            run_studies_workers(url, [p.name for p in plans], sweep_evaluator, workers=workers,
+                                heartbeat=heartbeat, stale_after=stale_after, on_progress=update)
         finally:
             if progress is not None:
                 progress.close()

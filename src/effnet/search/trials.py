@@ -274,6 +274,42 @@ def _worker_process(url: str, study: str, make: EvaluatorFactory, heartbeat: flo
     run_worker(storage, study, make(storage, study), heartbeat=heartbeat, stale_after=stale_after)
 
 
+def _studies_worker(url: str, studies: tuple[str, ...], make: EvaluatorFactory, heartbeat: float,
+                    stale_after: float, on_trial: Callable[[Candidate, Any], None] | None = None) -> None:
+    """One worker over several studies: first every queued trial, study by study without waiting, so
+    that a worker whose study has nothing left queued moves on to the next study instead of idling
+    while the last trainings of the first one run; then each study again, waiting for other workers'
+    running trials, to take over any whose worker died (``stale_after``)."""
+    from effnet.search.storage import open_storage
+    from effnet.search.study import run_worker
+
+    storage = open_storage(url)
+    evaluators: dict[str, Callable[[Candidate], Any]] = {}
+    for wait in (False, True):
+        for study in studies:
+            if study not in evaluators:
+                evaluators[study] = make(storage, study)
+            run_worker(storage, study, evaluators[study], heartbeat=heartbeat, stale_after=stale_after, wait=wait,
+                       on_trial=on_trial)
+
+
+def run_studies_workers(url: str, studies: Sequence[str], make: EvaluatorFactory, *, workers: int = 1,
+                        heartbeat: float = 10.0, stale_after: float = 60.0,
+                        on_progress: Callable[[], None] | None = None) -> int:
+    """:func:`run_study_workers` over several existing studies at once (the budget sweep's): each
+    worker takes the queued trials of the first study that has any (:func:`_studies_worker`), so the
+    2-core sweep does not run its last training of a study on one core while the next study waits.
+    Returns the worker count."""
+    if workers <= 1:
+        if on_progress is not None:
+            on_progress()
+        _studies_worker(url, tuple(studies), make, heartbeat, stale_after,
+                        on_trial=(lambda _c, _o: on_progress()) if on_progress else None)
+        return 1
+    return run_worker_processes(workers, partial(_studies_worker, url, tuple(studies), make, heartbeat, stale_after),
+                                on_progress)
+
+
 def _stored_experiment(storage: Any, study: str) -> Experiment:
     """The experiment a search study was created with (its JSON in the study's attributes)."""
     attrs = storage.get_study_user_attrs(storage.get_study_id_from_name(study))
