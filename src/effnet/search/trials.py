@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from effnet.train.budget import Budget, ImageArrays
 
 __all__ = ["EvaluatorFactory", "Experiment", "Job", "job_key", "proxy_settings", "resolve_baseline", "run_jobs",
-           "run_search_workers", "run_study_workers", "run_worker_processes", "search_evaluator", "train_one",
-           "worker_context"]
+           "run_search_workers", "run_studies_workers", "run_study_workers", "run_worker_processes", "search_evaluator",
+           "train_one", "worker_context"]
 
 _ARRAYS: dict[tuple[str, Budget, int], ImageArrays] = {}  # per process, loaded once per (data, budget, seed)
 
@@ -266,14 +266,6 @@ def _search_evaluator_of(storage: Any, study: str) -> Callable[[Candidate], dict
     return search_evaluator(_stored_experiment(storage, study))
 
 
-def _worker_process(url: str, study: str, make: EvaluatorFactory, heartbeat: float, stale_after: float) -> None:
-    from effnet.search.storage import open_storage
-    from effnet.search.study import run_worker
-
-    storage = open_storage(url)
-    run_worker(storage, study, make(storage, study), heartbeat=heartbeat, stale_after=stale_after)
-
-
 def _studies_worker(url: str, studies: tuple[str, ...], make: EvaluatorFactory, heartbeat: float,
                     stale_after: float, on_trial: Callable[[Candidate, Any], None] | None = None) -> None:
     """One worker over several studies: first every queued trial, study by study without waiting, so
@@ -284,30 +276,11 @@ def _studies_worker(url: str, studies: tuple[str, ...], make: EvaluatorFactory, 
     from effnet.search.study import run_worker
 
     storage = open_storage(url)
-    evaluators: dict[str, Callable[[Candidate], Any]] = {}
+    evaluators = {study: make(storage, study) for study in studies}
     for wait in (False, True):
         for study in studies:
-            if study not in evaluators:
-                evaluators[study] = make(storage, study)
             run_worker(storage, study, evaluators[study], heartbeat=heartbeat, stale_after=stale_after, wait=wait,
                        on_trial=on_trial)
-
-
-def run_studies_workers(url: str, studies: Sequence[str], make: EvaluatorFactory, *, workers: int = 1,
-                        heartbeat: float = 10.0, stale_after: float = 60.0,
-                        on_progress: Callable[[], None] | None = None) -> int:
-    """:func:`run_study_workers` over several existing studies at once (the budget sweep's): each
-    worker takes the queued trials of the first study that has any (:func:`_studies_worker`), so the
-    2-core sweep does not run its last training of a study on one core while the next study waits.
-    Returns the worker count."""
-    if workers <= 1:
-        if on_progress is not None:
-            on_progress()
-        _studies_worker(url, tuple(studies), make, heartbeat, stale_after,
-                        on_trial=(lambda _c, _o: on_progress()) if on_progress else None)
-        return 1
-    return run_worker_processes(workers, partial(_studies_worker, url, tuple(studies), make, heartbeat, stale_after),
-                                on_progress)
 
 
 def _stored_experiment(storage: Any, study: str) -> Experiment:
@@ -327,17 +300,24 @@ def run_study_workers(url: str, study: str, make: EvaluatorFactory, *, workers: 
     worker processes (each a full worker: they coordinate through the storage alone, so more can join
     from other machines; ``make`` is pickled to them, so it is a module-level function).
     ``on_progress()`` is called after each trial (in-process) or every second. Returns the worker count."""
-    from effnet.search.storage import open_storage
-    from effnet.search.study import run_worker
+    return run_studies_workers(url, [study], make, workers=workers, heartbeat=heartbeat, stale_after=stale_after,
+                               on_progress=on_progress)
 
+
+def run_studies_workers(url: str, studies: Sequence[str], make: EvaluatorFactory, *, workers: int = 1,
+                        heartbeat: float = 10.0, stale_after: float = 60.0,
+                        on_progress: Callable[[], None] | None = None) -> int:
+    """:func:`run_study_workers` over several existing studies at once (the budget sweep's): each
+    worker takes the queued trials of the first study that has any (:func:`_studies_worker`), so the
+    2-core sweep does not run its last training of a study on one core while the next study waits.
+    Returns the worker count."""
     if workers <= 1:
-        storage = open_storage(url)
         if on_progress is not None:
             on_progress()  # a resumed study starts where it stopped
-        run_worker(storage, study, make(storage, study), heartbeat=heartbeat, stale_after=stale_after,
-                   on_trial=(lambda _c, _o: on_progress()) if on_progress else None)
+        _studies_worker(url, tuple(studies), make, heartbeat, stale_after,
+                        on_trial=(lambda _c, _o: on_progress()) if on_progress else None)
         return 1
-    return run_worker_processes(workers, partial(_worker_process, url, study, make, heartbeat, stale_after),
+    return run_worker_processes(workers, partial(_studies_worker, url, tuple(studies), make, heartbeat, stale_after),
                                 on_progress)
 
 
