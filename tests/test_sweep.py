@@ -123,8 +123,23 @@ def test_the_verdict_is_computed_from_the_seeds() -> None:
     partial = ordering(summarize_sweep(rows[:-1]), "round", 3)  # a seed missing: a provisional reading
     assert partial["seeds"] == 2 and not partial["complete"] and not partial["stable"]
     assert partial["leader"] == "paper" and partial["lead"] == pytest.approx(79.5 - 77.5)
+    partial_gap = gap(summarize_sweep(rows[:-1]), "round")  # read from the same 2 seeds as the verdict
+    assert partial_gap["seeds"] == 2 and partial_gap["gap"] == pytest.approx(79.5 - 77.5)
+    assert partial_gap["se"] == pytest.approx((2 * 0.5 ** 2) ** 0.5)  # std 0.707 over 2 seeds: se 0.5 each
     no_paper = [r for r in rows if r["method"] != "paper"]
     assert ordering(summarize_sweep(no_paper), "ceil", 3) is None  # an arm not trained at all: no reading
+
+
+def test_the_second_macs_level_gets_its_own_verdict() -> None:
+    """Fig. 8's second scaling step, trained at the largest budget only, is read like the first."""
+    acc = {("width", "-"): 80, ("resolution", "-"): 84, ("depth", "ceil"): 78, ("paper", "ceil"): 86}
+    rows = [_row(m, r, s, a + s) | {"level": 4.0} for (m, r), a in acc.items() for s in range(3)]
+    rows += [_row("baseline", "-", s, 70 + s) for s in range(3)]
+    md = sweep_markdown(summarize_sweep(rows), levels=(2.0, 4.0), roundings=("ceil",), seeds=3)
+    fourfold = md.split("Ordering at MACs ≈ 4× the baseline:")[1]
+    assert "paper leads by 2.00 over resolution, winning 3 of 3 seeds (stable)" in fourfold
+    assert "Ordering at MACs ≈ 4×" not in sweep_markdown(summarize_sweep(rows[-3:]), levels=(2.0, 4.0),
+                                                          roundings=("ceil",), seeds=3)  # not trained: no line
 
 
 def test_the_plots_are_pngs(tmp_path: Path) -> None:

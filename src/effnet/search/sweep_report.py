@@ -61,7 +61,7 @@ def ordering(summary: Sequence[Mapping[str, Any]], rounding: str, seeds: int) ->
     leads). ``complete`` is False while seeds are missing (a provisional reading); None until depth,
     width, resolution and the paper's compound each have a seed in common."""
     arms = _contenders(summary, rounding)
-    common = sorted(set.intersection(*(set(a["accuracies"]) for a in arms))) if arms else []
+    common = _common(arms)
     if not {a["method"] for a in arms} >= REQUIRED or not common:
         return None
     means = {id(a): statistics.fmean(a["accuracies"][k] for k in common) for a in arms}
@@ -77,17 +77,30 @@ def ordering(summary: Sequence[Mapping[str, Any]], rounding: str, seeds: int) ->
             "paper_order": first["method"] in COMPOUND}
 
 
+def _common(arms: Sequence[Mapping[str, Any]]) -> list[int]:
+    """The seeds every one of ``arms`` has finished."""
+    return sorted(set.intersection(*(set(a["accuracies"]) for a in arms))) if arms else []
+
+
+def _mean_se(accs: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(accs), (statistics.stdev(accs) / math.sqrt(len(accs)) if len(accs) > 1 else 0.0)
+
+
 def gap(summary: Sequence[Mapping[str, Any]], rounding: str) -> dict[str, Any] | None:
     """The paper's compound minus the best single dimension (by mean) under ``rounding``, with the
-    standard error of the difference sqrt(se₁² + se₂²); None if either is missing."""
+    standard error of the difference sqrt(se₁² + se₂²); None if either is missing. Like
+    :func:`ordering`, over the seeds every contender has finished, so a partial study's gap and its
+    verdict read the same seeds (once every seed is in, these are all of them)."""
     arms = _contenders(summary, rounding)
+    common = _common(arms)
     paper = [a for a in arms if a["method"] == "paper"]
     singles = [a for a in arms if a["method"] in SINGLE]
-    if not paper or not singles:
+    if not paper or not singles or not common:
         return None
-    best = max(singles, key=lambda a: a["mean"])
-    return {"gap": paper[0]["mean"] - best["mean"], "se": math.hypot(paper[0]["se"], best["se"]),
-            "best_single": best["method"]}
+    stats = {id(a): _mean_se([a["accuracies"][k] for k in common]) for a in (*paper, *singles)}
+    best = max(singles, key=lambda a: stats[id(a)][0])
+    (pm, pse), (bm, bse) = stats[id(paper[0])], stats[id(best)]
+    return {"gap": pm - bm, "se": math.hypot(pse, bse), "best_single": best["method"], "seeds": len(common)}
 
 
 def _by_budget(summary: Sequence[Mapping[str, Any]], level: float) -> dict[str, list[Mapping[str, Any]]]:
@@ -223,6 +236,12 @@ def sweep_markdown(summary: Sequence[Mapping[str, Any]], *, levels: Sequence[flo
           "budget, not about training to convergence.", ""]
     for budget, ss in _by_budget(summary, levels[0]).items():
         md += ["- " + _verdict(budget, ss, roundings, seeds)]
+    for level in levels[1:]:  # the second scaling step (Fig. 8), trained at the largest budget only
+        at = {b: ss for b, ss in _by_budget(summary, level).items()
+              if any(s["level"] == level and s["method"] != "baseline" for s in ss)}
+        if at:
+            md += ["", f"Ordering at MACs ≈ {level:g}× the baseline:", ""]
+            md += ["- " + _verdict(budget, ss, roundings, seeds) for budget, ss in at.items()]
     return "\n".join(md) + "\n"
 
 
