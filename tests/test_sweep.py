@@ -201,14 +201,16 @@ def test_killed_sweep_resumes_without_retraining_finished_networks(tmp_path: Pat
     before = _completed(out)
     assert sum(len(v) for v in before.values()) >= 3
 
-    subprocess.run(cmd, check=True, capture_output=True, timeout=1800)
+    resumed = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
     after = _completed(out)
     for study, done in before.items():
         for job, m in done.items():  # the same trial, by the same worker: not trained again
             assert after[study][job]["trial"] == m["trial"] and after[study][job]["worker"] == m["worker"]
     report = json.loads((out / "sweep.json").read_text())
     plans = {p: len(v) for p, v in after.items()}
-    assert sum(plans.values()) == len({(r["study"], r["job"]) for r in report["rows"]})
+    networks = len({(r["study"], r["job"]) for r in report["rows"]})
+    assert sum(plans.values()) == networks
+    assert f"({len(report['rows'])} arm results from {networks} trained networks)" in resumed.stderr
     for png in ("budget_sweep.png", "gap.png", "fig8.png"):
         assert (out / png).read_bytes()[:8] == PNG, png
     with open(out / "sweep.csv") as f:

@@ -213,7 +213,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                        heartbeat=args.heartbeat, stale_after=args.stale_after, bar=_bar, train=not args.report_only)
     print((out / "sweep.md").read_text())
     print(f"wrote {out}/sweep.md, sweep.csv, sweep.json, budget_sweep.png, gap.png, fig8.png "
-          f"({len(report['rows'])} trained networks)", file=sys.stderr)
+          f"({len(report['rows'])} arm results from {len({(r['study'], r['job']) for r in report['rows']})} "
+          "trained networks)", file=sys.stderr)
     return 0
 
 

@@ -216,7 +216,7 @@ def run_sweep(s: SweepSettings, out: Path, *, storage: str | None = None, prefix
     load = [os.getloadavg()]
     if train:
         total = sum(len(p.jobs) for p in plans)
-        progress = bar(total, f"sweep ({len(plans)} studies)") if bar else None
+        progress = bar(total, f"sweep ({len(plans)} stud{'y' if len(plans) == 1 else 'ies'})") if bar else None
 
         def update() -> None:
             if progress is not None:
