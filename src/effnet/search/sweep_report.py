@@ -26,6 +26,12 @@ COLORS = {"baseline": "black", "depth": "tab:orange", "width": "tab:green", "res
 Key = tuple[str, float, str, str]  # budget, level, method, rounding
 
 
+def _stats(accs: Sequence[float]) -> tuple[float, float, float]:
+    """Mean, sample std (0 for one seed) and standard error of the mean."""
+    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    return statistics.fmean(accs), std, std / math.sqrt(len(accs))
+
+
 def summarize_sweep(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Mean, sample std and standard error of accuracy per (budget, level, method, rounding)."""
     groups: dict[Key, list[Mapping[str, Any]]] = defaultdict(list)
@@ -34,11 +40,11 @@ def summarize_sweep(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (budget, level, method, rounding), rs in groups.items():
         acc = [r["accuracy"] for r in rs]
-        std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        mean, std, se = _stats(acc)
         out.append({"budget": budget, "image_epochs": rs[0]["image_epochs"], "images": rs[0]["images"],
                     "epochs": rs[0]["epochs"], "level": level, "method": method, "rounding": rounding,
-                    "n": len(acc), "accuracies": {r["seed"]: r["accuracy"] for r in rs}, "mean": statistics.fmean(acc),
-                    "std": std, "se": std / math.sqrt(len(acc)), "macs": rs[0]["macs"], "blocks": rs[0]["blocks"],
+                    "n": len(acc), "accuracies": {r["seed"]: r["accuracy"] for r in rs}, "mean": mean,
+                    "std": std, "se": se, "macs": rs[0]["macs"], "blocks": rs[0]["blocks"],
                     "resolution": rs[0]["resolution"],
                     "seconds": statistics.fmean(r["seconds"] or 0.0 for r in rs)})
     order = {m: i for i, m in enumerate(("baseline", *SINGLE, *COMPOUND))}
@@ -82,10 +88,6 @@ def _common(arms: Sequence[Mapping[str, Any]]) -> list[int]:
     return sorted(set.intersection(*(set(a["accuracies"]) for a in arms))) if arms else []
 
 
-def _mean_se(accs: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(accs), (statistics.stdev(accs) / math.sqrt(len(accs)) if len(accs) > 1 else 0.0)
-
-
 def gap(summary: Sequence[Mapping[str, Any]], rounding: str) -> dict[str, Any] | None:
     """The paper's compound minus the best single dimension (by mean) under ``rounding``, with the
     standard error of the difference sqrt(se₁² + se₂²); None if either is missing. Like
@@ -97,9 +99,9 @@ def gap(summary: Sequence[Mapping[str, Any]], rounding: str) -> dict[str, Any] |
     singles = [a for a in arms if a["method"] in SINGLE]
     if not paper or not singles or not common:
         return None
-    stats = {id(a): _mean_se([a["accuracies"][k] for k in common]) for a in (*paper, *singles)}
+    stats = {id(a): _stats([a["accuracies"][k] for k in common]) for a in (*paper, *singles)}
     best = max(singles, key=lambda a: stats[id(a)][0])
-    (pm, pse), (bm, bse) = stats[id(paper[0])], stats[id(best)]
+    (pm, _, pse), (bm, _, bse) = stats[id(paper[0])], stats[id(best)]
     return {"gap": pm - bm, "se": math.hypot(pse, bse), "best_single": best["method"], "seeds": len(common)}
 
 
