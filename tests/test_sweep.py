@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -201,6 +202,13 @@ def test_killed_sweep_resumes_without_retraining_finished_networks(tmp_path: Pat
     before = _completed(out)
     assert sum(len(v) for v in before.values()) >= 3
 
+    # --report-only writes what is finished and trains nothing, and its header says so
+    subprocess.run([*cmd, "--report-only"], check=True, capture_output=True, text=True, timeout=600)
+    assert _completed(out) == before
+    partial = (out / "sweep.md").read_text()
+    assert "Report only, nothing trained in this run" in partial and "worker(s)" not in partial
+    assert json.loads((out / "sweep.json").read_text())["workers"] is None
+
     resumed = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1800)
     after = _completed(out)
     for study, done in before.items():
@@ -220,6 +228,8 @@ def test_killed_sweep_resumes_without_retraining_finished_networks(tmp_path: Pat
     assert {r["rounding"] for r in rows} == {"-", "ceil"}  # --depth-rounding ceil: one rule only
     md = (out / "sweep.md").read_text()
     assert "96 images × 1 epochs" in md and "Conclusions are about each budget" in md and "load average" in md
+    assert "1 worker(s)" in md and "Report only" not in md
+    assert re.search(r"Baseline: efficientnet_b0\S*, 16 px, \d+ blocks\.", md)  # --image-size 16
 
 
 def test_the_demo_report_leads_with_its_budget_and_the_sweep() -> None:

@@ -236,7 +236,7 @@ def run_sweep(s: SweepSettings, out: Path, *, storage: str | None = None, prefix
 
     report = {"settings": s.to_dict(), "studies": [p.name for p in plans], "storage": redact(url),
               "load_average": load, "cpu": f"{os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}",
-              "workers": workers, "rows": rows, "summary": summary}
+              "workers": workers if train else None, "rows": rows, "summary": summary}
     (out / "sweep.json").write_text(json.dumps(report, indent=2))
     write_csv(rows, out / "sweep.csv")
     (out / "sweep.md").write_text(sweep_document(report))

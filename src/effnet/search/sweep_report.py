@@ -251,7 +251,7 @@ def sweep_document(report: Mapping[str, Any]) -> str:
     """``sweep.md``: what was trained and on what machine, then :func:`sweep_markdown`."""
     st = report["settings"]
     budgets = ", ".join(f"{b['train_images']:,} images × {b['epochs']:g} epochs" for b in st["budgets"])
-    c = st["coefficients"]
+    c, base = st["coefficients"], st["baseline"]
     load = " → ".join("/".join(f"{x:.1f}" for x in la) for la in report["load_average"])
     header = ["# Matched-MACs comparison across training budgets", "",
               f"Budgets: {budgets}; each network evaluated on {st['budgets'][0]['eval_images']:,} "
@@ -261,7 +261,11 @@ def sweep_document(report: Mapping[str, Any]) -> str:
               "all at the largest). Arms: baseline, depth, width, resolution"
               + ("" if c is None else f", compound (search: α = {c['alpha']:g}, β = {c['beta']:g}, γ = {c['gamma']:g})")
               + f", paper (α = {st['reference']['alpha']:g}, β = {st['reference']['beta']:g}, "
-              f"γ = {st['reference']['gamma']:g}), each matched to the level's MACs.", "",
-              f"Machine: {report['cpu']}, {report['workers']} worker(s); load average (1/5/15 min) {load}."]
+              f"γ = {st['reference']['gamma']:g}), each matched to the level's MACs. Baseline: "
+              f"{base['name']}, {base['resolution']} px, {sum(g['repeats'] for g in base['stages'])} blocks.", "",
+              f"Machine: {report['cpu']}, {report['workers']} worker(s); load average (1/5/15 min) {load}."
+              if report["workers"] is not None else  # --report-only: the trainings ran elsewhere or earlier
+              f"Report only, nothing trained in this run (written on {report['cpu']}; load average {load}); "
+              "the s / training column is from the runs that trained each network."]
     return sweep_markdown(report["summary"], levels=st["levels"], roundings=st["roundings"], seeds=st["seeds"],
                           header=header)
