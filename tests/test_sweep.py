@@ -51,7 +51,9 @@ def test_bad_budgets_are_errors_naming_the_item(text: str, message: str) -> None
 
 @pytest.mark.parametrize("argv", [["--budgets", ""], ["--budgets", "0"], ["--budgets", "8k,-1"],
                                   ["--budgets", "8k", "--depth-rounding", "floor"],
-                                  ["--budgets", "8k", "--macs-levels", "1"], ["--budgets", "8k", "--seeds", "1"]])
+                                  ["--budgets", "8k", "--macs-levels", "1"], ["--budgets", "8k", "--seeds", "1"],
+                                  ["--budgets", "8k", "--device", "xpu"], ["--budgets", "8k", "--device", "no such"],
+                                  ["--device", "cuda"]])  # --device without --budgets: one comparison is CPU-only
 def test_bad_sweep_input_is_one_line_exit_2(argv: list[str], tmp_path: Path, capsys) -> None:
     from effnet.cli.app import main
 
@@ -61,6 +63,19 @@ def test_bad_sweep_input_is_one_line_exit_2(argv: list[str], tmp_path: Path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("effnet: error:"), err
     assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_cuda_on_a_machine_without_one_is_refused_before_any_study(tmp_path: Path, capsys) -> None:
+    import torch
+
+    from effnet.cli.app import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is valid here")
+    assert main(["compare", "--budgets", "8k", "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip() == ("effnet: error: --device cuda: torch sees no CUDA device on this "
+                                               "machine; use --device cpu")
+    assert not (tmp_path / "o").exists()
 
 
 def test_levels() -> None:
@@ -226,6 +241,7 @@ def test_killed_sweep_resumes_without_retraining_finished_networks(tmp_path: Pat
     assert {r["budget"] for r in rows} == {"96x1"} and {r["seed"] for r in rows} == {"0", "1"}
     assert {r["method"] for r in rows} == {"baseline", "depth", "width", "resolution", "paper"}
     assert {r["rounding"] for r in rows} == {"-", "ceil"}  # --depth-rounding ceil: one rule only
+    assert {r["device"] for r in rows} == {"cpu"}  # each row says where it trained (a lab may mix CPUs and GPUs)
     md = (out / "sweep.md").read_text()
     assert "96 images × 1 epochs" in md and "Conclusions are about each budget" in md and "load average" in md
     assert "1 worker(s)" in md and "Report only" not in md

@@ -174,6 +174,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         args.baseline = "efficientnet_b0"
     if args.budgets is not None:
         return cmd_sweep(args)
+    if args.device != "cpu":
+        raise EffnetError(f"--device {args.device} is the sweep's (with --budgets); one comparison trains on the CPU")
     base, budget = _baseline_and_budget(args)
     if args.seeds < 2:
         raise EffnetError(f"--seeds {args.seeds}: mean ± std needs at least 2 seeds (3 recommended)")
@@ -191,6 +193,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_device(text: str) -> str:
+    """``--device`` of the sweep, checked before any study is opened: a torch device of type cpu or
+    cuda, and cuda only where torch sees a GPU (a CPU-only build or machine would fail in every worker)."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise EffnetError(f"--device {text!r} is not a device; use cpu or cuda (cuda:1 for the second GPU)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise EffnetError(f"--device {text}: the sweep trains on cpu or cuda only")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EffnetError(f"--device {text}: torch sees no CUDA device on this machine; use --device cpu")
+    return str(dev)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``effnet compare --budgets 8k,40k,200k``: the matched-MACs comparison at each budget (docs/sweep.md)."""
     from effnet.data.datasets import get_dataset
@@ -198,6 +216,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from effnet.search.experiments import run_sweep
     from effnet.search.sweep import SweepSettings, parse_budgets, parse_levels
 
+    device = _sweep_device(args.device)
     base, budget = _baseline_and_budget(args)
     sizes = [len(get_dataset(args.data, split, seed=0).images) for split in ("train", "test")]  # type: ignore[attr-defined]
     budgets = parse_budgets(args.budgets, budget, max_images=sizes[0], test_images=args.eval_images or sizes[1])
@@ -210,7 +229,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for b in budgets:
         print(budget_statement(b.to_dict()), file=sys.stderr)
     report = run_sweep(settings, out, storage=args.storage, prefix=args.study, workers=args.workers,
-                       heartbeat=args.heartbeat, stale_after=args.stale_after, bar=_bar, train=not args.report_only)
+                       heartbeat=args.heartbeat, stale_after=args.stale_after, bar=_bar, train=not args.report_only,
+                       device=device)
     print((out / "sweep.md").read_text())
     print(f"wrote {out}/sweep.md, sweep.csv, sweep.json, budget_sweep.png, gap.png, fig8.png "
           f"({len(report['rows'])} arm results from {len({(r['study'], r['job']) for r in report['rows']})} "
@@ -296,6 +316,8 @@ def add_commands(sub: Any) -> None:
     g.add_argument("--stale-after", type=float, default=60.0,
                    help="seconds without heartbeat before a training is retried elsewhere (60)")
     g.add_argument("--report-only", action="store_true", help="only write the tables and plots of what is finished")
+    g.add_argument("--device", default="cpu",
+                   help="where this machine's workers train: cpu (default) or cuda on a GPU machine; rows record it")
     c.add_argument("--coefficients", metavar="RESULTS.json", help="compound alpha, beta, gamma from a search")
     c.add_argument("--alpha", type=float)
     c.add_argument("--beta", type=float, default=1.0)

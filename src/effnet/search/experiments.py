@@ -184,13 +184,15 @@ def _cams(arms: Sequence[Any], jobs: Sequence[Job], seeds: int, exp: Experiment,
 
 def run_sweep(s: SweepSettings, out: Path, *, storage: str | None = None, prefix: str = "sweep", workers: int = 1,
               heartbeat: float = 10.0, stale_after: float = 60.0, bar: Bar = None,
-              train: bool = True) -> dict[str, Any]:
+              train: bool = True, device: str = "cpu") -> dict[str, Any]:
     """The matched-MACs comparison at every budget of ``s`` (:mod:`effnet.search.sweep`) into ``out``:
     ``sweep.csv``/``sweep.json`` (one row per trained network), ``sweep.md``, ``budget_sweep.png``,
     ``gap.png`` and ``fig8.png``. Each (budget, MACs level) is a study in ``storage`` (default
     ``out/sweep.log``); every study is opened (or its settings checked) before any training, and
     rerunning the same call resumes: finished networks are not trained again. ``train=False`` only
-    writes what the storage holds so far (another machine may still be training)."""
+    writes what the storage holds so far (another machine may still be training). ``device``: where
+    this machine's workers train (``cuda`` on a GPU machine; each row records its device)."""
+    import functools
     import os
 
     from effnet.search.storage import open_storage, redact
@@ -224,7 +226,8 @@ def run_sweep(s: SweepSettings, out: Path, *, storage: str | None = None, prefix
                 progress.refresh()
 
         try:  # one pool over every study: a worker whose study has nothing queued takes the next one's
-            run_studies_workers(url, [p.name for p in plans], sweep_evaluator, workers=workers,
+            evaluator = sweep_evaluator if device == "cpu" else functools.partial(sweep_evaluator, device=device)
+            run_studies_workers(url, [p.name for p in plans], evaluator, workers=workers,
                                 heartbeat=heartbeat, stale_after=stale_after, on_progress=update)
         finally:
             if progress is not None:

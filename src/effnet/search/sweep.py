@@ -272,9 +272,10 @@ def study_context(s: SweepSettings, plan: StudyPlan) -> dict[str, Any]:
             "jobs": [{"spec": spec.to_dict(), "seed": seed} for spec, seed in plan.jobs]}
 
 
-def sweep_evaluator(storage: Any, study: str) -> Callable[[Candidate], dict[str, Any]]:
-    """The evaluator of a sweep study: trains job ``candidate.index`` from the stored context and
-    evaluates it on the budget's test images; adds the block count to the outcome."""
+def sweep_evaluator(storage: Any, study: str, device: str = "cpu") -> Callable[[Candidate], dict[str, Any]]:
+    """The evaluator of a sweep study: trains job ``candidate.index`` from the stored context on
+    ``device`` and evaluates it on the budget's test images; adds the block count and the device to
+    the outcome. The device is not part of the study's settings: CPU and GPU workers can share one."""
     from effnet.search.trials import Experiment, train_one
 
     ctx = storage.get_study_user_attrs(storage.get_study_id_from_name(study))["effnet.grid"]["context"]
@@ -283,7 +284,7 @@ def sweep_evaluator(storage: Any, study: str) -> Callable[[Candidate], dict[str,
     def evaluate(c: Candidate) -> dict[str, Any]:
         job = ctx["jobs"][c.index]
         spec = NetworkSpec.from_dict(job["spec"])
-        return train_one(spec, exp, int(job["seed"])) | {"blocks": spec.num_blocks}
+        return train_one(spec, exp, int(job["seed"]), device=device) | {"blocks": spec.num_blocks, "device": device}
 
     return evaluate
 
@@ -304,5 +305,6 @@ def sweep_rows(plans: Sequence[StudyPlan], metrics: Sequence[dict[int, dict[str,
                              "accuracy": m["accuracy"], "macs": arm.macs, "blocks": arm.spec.num_blocks,
                              "resolution": arm.spec.resolution, "depth": arm.multipliers.depth,
                              "width": arm.multipliers.width, "res_mult": arm.multipliers.resolution,
-                             "phi": arm.phi, "seconds": m.get("seconds"), "study": plan.name, "job": j})
+                             "phi": arm.phi, "seconds": m.get("seconds"), "device": m.get("device", "cpu"),
+                             "study": plan.name, "job": j})
     return rows

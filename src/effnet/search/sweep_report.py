@@ -195,7 +195,7 @@ def plot_fig8(summary: Sequence[Mapping[str, Any]], budget: str, path: str | Pat
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     cols = ["budget", "image_epochs", "images", "epochs", "level", "method", "rounding", "seed", "accuracy", "macs",
-            "blocks", "resolution", "depth", "width", "res_mult", "phi", "seconds"]
+            "blocks", "resolution", "depth", "width", "res_mult", "phi", "seconds", "device"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, cols, extrasaction="ignore")
         w.writeheader()

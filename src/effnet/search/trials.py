@@ -126,12 +126,13 @@ def resolve_baseline(name: str, *, depth: float = 1.0, width: float = 1.0, total
     return spec.replace(resolution=resolution) if resolution else spec
 
 
-def train_one(spec: NetworkSpec, exp: Experiment, seed: int, save: Path | None = None) -> dict[str, Any]:
+def train_one(spec: NetworkSpec, exp: Experiment, seed: int, save: Path | None = None,
+              device: str = "cpu") -> dict[str, Any]:
     """Train one spec under ``exp``'s data and budget; the outcome as a dict. ``save``: also write
     the weights there (``torch.save`` of the state dict) for later use (class activation maps)."""
     from effnet.train.budget import train_spec
 
-    trained = train_spec(spec, exp.arrays(), exp.budget, seed=seed)
+    trained = train_spec(spec, exp.arrays(), exp.budget, seed=seed, device=device)
     out = trained.to_dict()
     out["macs_ratio"] = exp.macs_ratio(spec)
     if save is not None and trained.model is not None:

@@ -123,7 +123,7 @@ class TrialOutcome:
 
 
 def train_spec(spec: NetworkSpec, arrays: ImageArrays, budget: Budget, *, seed: int = 0,
-               progress: Any = None, loss_guard: bool = True) -> TrialOutcome:
+               progress: Any = None, loss_guard: bool = True, device: str = "cpu") -> TrialOutcome:
     """Train ``spec`` (1-channel input, its own resolution) for ``budget`` and evaluate it.
 
     AdamW with a short warmup and cosine decay, BN momentum 0.1 and no stochastic depth: what a
@@ -132,12 +132,16 @@ def train_spec(spec: NetworkSpec, arrays: ImageArrays, budget: Budget, *, seed: 
     ``loss_guard`` stops a diverging trial (:class:`effnet.train.guards.LossGuard`) with
     :class:`~effnet.train.guards.TrainingDiverged` naming the step, instead of reporting chance
     accuracy as the architecture's result.
+    ``device`` (``cuda``: a lent GPU) holds the model and each batch; the images, the batch order and
+    the flips stay on the CPU, so a seed draws the same batches on either device. The returned
+    model is on the CPU.
     """
     start = time.time()
     torch.manual_seed(seed)
     k = len(arrays.classes)
+    dev = torch.device(device)
     model = ConvNet(spec.replace(bn_momentum=0.1), num_classes=k, in_chans=1, dropout=budget.dropout,
-                    drop_path_rate=0.0)
+                    drop_path_rate=0.0).to(dev)
     x, y = resize_images(arrays.train_x, spec.resolution), torch.from_numpy(arrays.train_y).long()
     steps_per_epoch = len(x) // budget.batch_size
     total = max(1, math.ceil(budget.epochs * steps_per_epoch))
@@ -155,6 +159,7 @@ def train_spec(spec: NetworkSpec, arrays: ImageArrays, budget: Budget, *, seed: 
         if budget.hflip:
             flip = torch.rand(len(xb), generator=g) < 0.5
             xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+        xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
         set_lr(opt, schedule(step))
         loss = F.cross_entropy(model(xb), yb, label_smoothing=budget.label_smoothing)
         guard.check(loss.item(), step, schedule(step), where=f"{spec.name}'s budget training")
@@ -167,4 +172,4 @@ def train_spec(spec: NetworkSpec, arrays: ImageArrays, budget: Budget, *, seed: 
     batches = [(ex[i:i + 500], ey[i:i + 500]) for i in range(0, len(ex), 500)]
     metrics = evaluate(model, batches, k)
     cost = estimate_cost(spec, num_classes=k, in_chans=1)
-    return TrialOutcome(metrics.top1, cost.params, cost.macs, spec.resolution, time.time() - start, model)
+    return TrialOutcome(metrics.top1, cost.params, cost.macs, spec.resolution, time.time() - start, model.cpu())
