@@ -226,9 +226,8 @@ def run_sweep(s: SweepSettings, out: Path, *, storage: str | None = None, prefix
                 progress.refresh()
 
         try:  # one pool over every study: a worker whose study has nothing queued takes the next one's
-            evaluator = sweep_evaluator if device == "cpu" else functools.partial(sweep_evaluator, device=device)
-            run_studies_workers(url, [p.name for p in plans], evaluator, workers=workers,
-                                heartbeat=heartbeat, stale_after=stale_after, on_progress=update)
+            run_studies_workers(url, [p.name for p in plans], functools.partial(sweep_evaluator, device=device),
+                                workers=workers, heartbeat=heartbeat, stale_after=stale_after, on_progress=update)
         finally:
             if progress is not None:
                 progress.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from effnet.plots import pyplot, save_figure
+from effnet.spec import NetworkSpec
 from effnet.textfmt import table
 
 __all__ = ["gap", "ordering", "plot_budget_sweep", "plot_fig8", "plot_gap", "summarize_sweep", "sweep_document",
@@ -251,7 +252,7 @@ def sweep_document(report: Mapping[str, Any]) -> str:
     """``sweep.md``: what was trained and on what machine, then :func:`sweep_markdown`."""
     st = report["settings"]
     budgets = ", ".join(f"{b['train_images']:,} images × {b['epochs']:g} epochs" for b in st["budgets"])
-    c, base = st["coefficients"], st["baseline"]
+    c, base = st["coefficients"], NetworkSpec.from_dict(st["baseline"])
     load = " → ".join("/".join(f"{x:.1f}" for x in la) for la in report["load_average"])
     header = ["# Matched-MACs comparison across training budgets", "",
               f"Budgets: {budgets}; each network evaluated on {st['budgets'][0]['eval_images']:,} "
@@ -262,7 +263,7 @@ def sweep_document(report: Mapping[str, Any]) -> str:
               + ("" if c is None else f", compound (search: α = {c['alpha']:g}, β = {c['beta']:g}, γ = {c['gamma']:g})")
               + f", paper (α = {st['reference']['alpha']:g}, β = {st['reference']['beta']:g}, "
               f"γ = {st['reference']['gamma']:g}), each matched to the level's MACs. Baseline: "
-              f"{base['name']}, {base['resolution']} px, {sum(g['repeats'] for g in base['stages'])} blocks.", "",
+              f"{base.name}, {base.resolution} px, {base.num_blocks} blocks.", "",
               f"Machine: {report['cpu']}, {report['workers']} worker(s); load average (1/5/15 min) {load}."
               if report["workers"] is not None else  # --report-only: the trainings ran elsewhere or earlier
               f"Report only, nothing trained in this run (written on {report['cpu']}; load average {load}); "
